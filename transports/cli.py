@@ -1,0 +1,224 @@
+"""``python -m transports list | serve NAME | listen NAME``: run any transport by hand.
+
+Errors a user can cause (unknown transport, bad option, port in use, no server within
+``--wait``) are one line on stderr and exit code 2; Ctrl-C exits quietly with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import errno
+import json
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from model.errors import ServerUnavailable
+from model.posterior import BetaBinomial
+from model.source import BernoulliSource
+from transports.client import ClientEvent, Connected, ConnectFailed, Disconnected, StreamClient
+from transports.contract import Transport
+from transports.hub import Hub
+from transports.publisher import publish_forever
+from transports.registry import TRANSPORTS, UnknownTransport, get
+from transports.settings import Settings
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A mistake of the caller's: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _settings(pairs: Sequence[str]) -> Settings:
+    """Settings from ``--set KEY=VALUE`` options, each converted to its field's type."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise UsageError(f"--set wants KEY=VALUE with KEY one of: {', '.join(fields)}")
+        default = getattr(Settings(), key)
+        try:
+            if text.lower() == "none":
+                value: Any = None
+            elif isinstance(default, bool):
+                value = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+            elif isinstance(default, int):
+                value = int(text)
+            else:
+                value = float(text)
+        except (KeyError, ValueError):
+            raise UsageError(f"--set {key}: cannot read {text!r}") from None
+        changes[key] = value
+    return Settings().with_changes(**changes)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m transports", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the registered transports")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", help="transport name (see `list`)")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, help="default: the transport's own port")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a shared setting, e.g. heartbeat_s=1 (see transports/settings.py)",
+        )
+
+    serve = sub.add_parser("serve", help="publish the Bernoulli stream over one transport")
+    common(serve)
+    serve.add_argument("--rate", type=float, help="samples per second (0: as fast as read)")
+    serve.add_argument("--p", type=float, default=0.72, help="success probability")
+    serve.add_argument("--seed", type=int, default=0, help="seed of the source")
+    serve.add_argument("--epoch", help="epoch name (default: random hex)")
+
+    listen = sub.add_parser("listen", help="receive the stream and print the posterior")
+    common(listen)
+    listen.add_argument("--count", type=int, help="exit 0 after this many samples")
+    listen.add_argument("--json", action="store_true", help="one JSON object per line")
+    listen.add_argument(
+        "--wait", type=float, default=30.0, help="give up after this long without a server"
+    )
+    return parser
+
+
+def _list() -> int:
+    width = max(map(len, TRANSPORTS))
+    for t in TRANSPORTS.values():
+        print(f"{t.name:<{width}}  {t.url('127.0.0.1', t.default_port):<34}  {t.summary}")
+    return 0
+
+
+async def _serve(transport: Transport, args: argparse.Namespace, settings: Settings) -> int:
+    source = BernoulliSource(args.p, args.seed)
+    epoch = args.epoch or secrets.token_hex(4)
+    hub = Hub(epoch, settings)
+    port = transport.default_port if args.port is None else args.port
+    server = transport.serve(hub, args.host, port, settings)
+    try:
+        await server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {args.host} is in use") from None
+        raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
+    rate = transport.default_rate_hz if args.rate is None else args.rate
+    print(
+        f"serving {transport.name} on {args.host}:{server.port} "
+        f"url={transport.url(args.host, server.port)} epoch={epoch} rate={rate:g}/s "
+        f"p={args.p} seed={args.seed}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    publisher = asyncio.create_task(publish_forever(hub, source, rate))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({publisher, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if publisher.done():
+            publisher.result()  # surface a publisher failure
+    finally:
+        publisher.cancel()
+        stopping.cancel()
+        await server.stop()
+    return 0
+
+
+def _format(sample_seq: int, value: int, post: BetaBinomial, as_json: bool, epoch: str) -> str:
+    est = post.estimate()
+    if as_json:
+        return json.dumps(
+            {
+                "epoch": epoch,
+                "seq": sample_seq,
+                "value": value,
+                "alpha": est.alpha,
+                "beta": est.beta,
+                "mean": est.mean,
+                "ci_low": est.ci_low,
+                "ci_high": est.ci_high,
+            },
+            separators=(",", ":"),
+        )
+    return (
+        f"{epoch}:{sample_seq:<6} value={value}  α={est.alpha:g} β={est.beta:g}  "
+        f"mean={est.mean:.4f}  95% CI [{est.ci_low:.4f}, {est.ci_high:.4f}]"
+    )
+
+
+async def _listen(transport: Transport, args: argparse.Namespace, settings: Settings) -> int:
+    port = transport.default_port if args.port is None else args.port
+    url = transport.url(args.host, port)
+    said_waiting = False
+
+    def report(event: ClientEvent) -> None:
+        nonlocal said_waiting
+        if isinstance(event, ConnectFailed) and client.connection == 0 and not said_waiting:
+            said_waiting = True
+            print(f"no server at {url} yet; retrying for up to {args.wait:g} s", file=sys.stderr)
+        elif isinstance(event, Disconnected):
+            print(f"connection lost ({event.reason}); reconnecting", file=sys.stderr)
+        elif isinstance(event, Connected) and event.connection > 1:
+            resumed = f" from {event.token.epoch}:{event.token.since}" if event.token else ""
+            print(f"reconnected{resumed}", file=sys.stderr)
+
+    client = StreamClient(
+        transport, args.host, port, settings, on_event=report, initial_wait_s=args.wait
+    )
+    posterior = BetaBinomial()
+    received = 0
+    try:
+        async for sample in client:
+            posterior.update(sample)
+            print(_format(sample.seq, sample.value, posterior, args.json, sample.epoch), flush=True)
+            received += 1
+            if args.count is not None and received >= args.count:
+                break
+    except ServerUnavailable:
+        raise UsageError(f"no server answered at {url} within {args.wait:g} s") from None
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _list()
+        transport = get(args.name)
+        settings = transport.settings(_settings(args.set))
+        if args.port is not None and not 0 <= args.port <= 65535:
+            raise UsageError(f"--port must be 0-65535, got {args.port}")
+        if args.command == "serve":
+            if args.rate is not None and args.rate < 0:
+                raise UsageError(f"--rate must be >= 0, got {args.rate}")
+            if not 0.0 <= args.p <= 1.0:
+                raise UsageError(f"--p must lie in [0, 1], got {args.p}")
+            return asyncio.run(_serve(transport, args, settings))
+        if args.count is not None and args.count < 1:
+            raise UsageError(f"--count must be >= 1, got {args.count}")
+        return asyncio.run(_listen(transport, args, settings))
+    except (UsageError, UnknownTransport) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        print(f"python -m transports: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

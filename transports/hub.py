@@ -1,0 +1,187 @@
+"""The fan-out hub: one publisher, many subscribers, bounded memory whatever they do.
+
+The hub keeps the last ``history`` samples of the current epoch (for resume and polling).
+A subscription is a cursor into that history, not a copy, so a subscriber costs O(1) memory.
+A subscriber may fall behind by at most ``queue_size`` live samples between two reads; past
+that, or once its cursor falls out of history, it is cut (``SubscriberOverflow``) and its
+``on_overflow`` callback runs so the transport can close the connection even while it is
+blocked writing to a peer that stopped reading. It can resume from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from model.errors import SubscriberOverflow, TooManyConnections
+from model.sample import Sample
+from transports.resume import ResumeToken, start_seq
+from transports.settings import Settings
+
+__all__ = ["Hub", "Subscription"]
+
+
+class Subscription:
+    """One subscriber's position in the hub's stream."""
+
+    __slots__ = ("_cursor", "_hub", "_on_overflow", "_pending", "_ready", "closed_reason")
+
+    def __init__(self, hub: Hub, cursor: int, on_overflow: Callable[[str], None] | None) -> None:
+        self._hub = hub
+        self._cursor = cursor
+        self._pending = 0
+        self._ready = asyncio.Event()
+        self._on_overflow = on_overflow
+        self.closed_reason: str | None = None
+        if cursor < hub.next_seq:
+            self._ready.set()
+
+    @property
+    def cursor(self) -> int:
+        """The next seq this subscriber will receive."""
+        return self._cursor
+
+    def take(self, limit: int | None = None) -> list[Sample]:
+        """The samples available now, oldest first, at most ``limit`` (default: the batch)."""
+        if self.closed_reason is not None:
+            raise SubscriberOverflow(self.closed_reason)
+        samples = self._hub.slice(self._cursor, limit or self._hub.settings.batch)
+        self._cursor += len(samples)
+        self._pending = 0
+        self._hub._room.set()
+        if self._cursor >= self._hub.next_seq:
+            self._ready.clear()
+        return samples
+
+    async def next_batch(self, timeout: float | None = None) -> list[Sample]:
+        """Wait for samples and take them; ``[]`` when ``timeout`` passes first."""
+        if not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        return self.take()
+
+    def close(self) -> None:
+        """Leave the hub (idempotent)."""
+        self._hub._subscribers.discard(self)
+
+    def _published(self, count: int) -> None:
+        self._pending += count
+        self._ready.set()
+        if self._pending > self._hub.settings.queue_size:
+            self._cut(f"fell behind by more than {self._hub.settings.queue_size} samples")
+        elif self._cursor < self._hub.oldest_seq:
+            self._cut("fell out of the resume history")
+
+    def _cut(self, reason: str) -> None:
+        self.closed_reason = reason
+        self.close()
+        if self._on_overflow is not None:
+            self._on_overflow(reason)
+
+
+class Hub:
+    """Holds the current epoch's recent samples and fans new ones out to subscribers."""
+
+    def __init__(self, epoch: str, settings: Settings | None = None) -> None:
+        self.epoch = epoch
+        self.settings = settings or Settings()
+        # A ring indexed by seq % capacity: slicing costs O(samples taken), whatever the offset.
+        self._ring: list[Sample | None] = [None] * self.settings.history
+        self._subscribers: set[Subscription] = set()
+        self.next_seq = 0
+        self._changed = asyncio.Event()
+        self._room = asyncio.Event()
+        # The newest position a stateless reader (a poller) asked from; None until one asks.
+        self._poll_position: int | None = None
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest seq still held (``next_seq`` when nothing is held)."""
+        return max(0, self.next_seq - len(self._ring))
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, samples: Iterable[Sample]) -> None:
+        """Append samples (consecutive seqs of this epoch) and wake every subscriber."""
+        batch = list(samples)
+        if not batch:
+            return
+        if batch[0].seq != self.next_seq or batch[0].epoch != self.epoch:
+            raise ValueError(f"expected seq {self.next_seq} of {self.epoch}, got {batch[0]}")
+        ring, capacity = self._ring, len(self._ring)
+        for sample in batch[-capacity:]:
+            ring[sample.seq % capacity] = sample
+        self.next_seq = batch[-1].seq + 1
+        for sub in list(self._subscribers):
+            sub._published(len(batch))
+        self._changed.set()
+        self._changed.clear()
+
+    def subscribe(
+        self,
+        token: ResumeToken | None = None,
+        on_overflow: Callable[[str], None] | None = None,
+    ) -> Subscription:
+        """A new subscription placed by the resume rules; raises TooManyConnections at the limit."""
+        if len(self._subscribers) >= self.settings.max_connections:
+            raise TooManyConnections(f"connection limit {self.settings.max_connections} reached")
+        sub = Subscription(self, self.start_seq(token), on_overflow)
+        self._subscribers.add(sub)
+        self._room.set()
+        return sub
+
+    def start_seq(self, token: ResumeToken | None) -> int:
+        return start_seq(token, self.epoch, self.oldest_seq, self.next_seq)
+
+    def slice(self, start: int, limit: int) -> list[Sample]:
+        """Held samples from seq ``start`` on, at most ``limit`` of them."""
+        start = max(start, self.oldest_seq)
+        stop = min(self.next_seq, start + limit)
+        if start >= stop:
+            return []
+        capacity = len(self._ring)
+        a, b = start % capacity, (stop - 1) % capacity + 1
+        held = self._ring[a:b] if a < b else self._ring[a:] + self._ring[:b]
+        return held  # type: ignore[return-value]  # every slot in [oldest, next) is filled
+
+    def note_poll_position(self, seq: int) -> None:
+        """A poller asked for samples after ``seq``: it holds everything up to there."""
+        self._poll_position = max(seq + 1, self._poll_position or 0)
+        self._room.set()
+
+    def lowest_reader(self) -> int | None:
+        """The position of the reader furthest behind, None when nobody reads."""
+        positions = [sub.cursor for sub in self._subscribers]
+        if self._poll_position is not None:
+            positions.append(self._poll_position)
+        return min(positions) if positions else None
+
+    async def wait_for_room(self, ahead: int) -> None:
+        """Wait until some reader exists and none is more than ``ahead`` samples behind.
+
+        Used by the saturating publisher (rate 0): it publishes as fast as readers take.
+        """
+        while True:
+            lowest = self.lowest_reader()
+            if lowest is not None and self.next_seq - lowest < ahead:
+                return
+            self._room.clear()
+            await self._room.wait()
+
+    async def wait_beyond(self, seq: int, timeout: float) -> bool:
+        """Wait until a sample newer than ``seq`` exists (for long polling); say if one does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.next_seq <= seq + 1:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True

@@ -1,0 +1,58 @@
+"""The server's clock: publishes the source's samples into the hub at a fixed rate.
+
+Each sample carries the time it was *due* on the schedule (``t0 + seq / rate``), not the time
+it was sent, so a server that falls behind shows its lag in every latency measured from it
+(open-loop, no coordinated omission). Rate 0 saturates instead: samples are published as fast
+as the slowest reader takes them, stamped when published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from model.sample import Sample
+from model.source import BernoulliSource
+from transports.hub import Hub
+
+__all__ = ["publish_forever"]
+
+#: Most samples created in one step, so a lagging server still lets its connections run.
+_STEP = 1_000
+
+
+async def publish_forever(hub: Hub, source: BernoulliSource, rate_hz: float) -> None:
+    """Publish until cancelled."""
+    if rate_hz < 0:
+        raise ValueError(f"rate must be >= 0, got {rate_hz}")
+    if rate_hz == 0:
+        await _saturate(hub, source)
+        return
+    period_ns = 1e9 / rate_hz
+    t0 = time.monotonic_ns()
+    epoch = hub.epoch
+    while True:
+        now = time.monotonic_ns()
+        due = int((now - t0) / period_ns) + 1  # samples 0 .. due-1 are due by now
+        first = hub.next_seq
+        last = min(due, first + _STEP)
+        if last > first:
+            hub.publish(
+                Sample(epoch, seq, source.value(seq), t0 + int(seq * period_ns))
+                for seq in range(first, last)
+            )
+        wake = t0 + int(hub.next_seq * period_ns)
+        await asyncio.sleep(max(0.0, (wake - time.monotonic_ns()) / 1e9))
+
+
+async def _saturate(hub: Hub, source: BernoulliSource) -> None:
+    epoch = hub.epoch
+    ahead = max(1, hub.settings.queue_size // 2)
+    while True:
+        await hub.wait_for_room(ahead)
+        first = hub.next_seq
+        now = time.monotonic_ns()
+        hub.publish(
+            Sample(epoch, s, source.value(s), now) for s in range(first, first + min(_STEP, ahead))
+        )
+        await asyncio.sleep(0)  # let the connections write what was just published

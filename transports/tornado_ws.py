@@ -1,0 +1,236 @@
+"""Tornado WebSocket: the reference transport, and the original design it grew from.
+
+Server: a ``WebSocketHandler`` at ``/websocket/`` sending one wire-form sample per text message.
+``?epoch=E&since=SEQ`` resumes. Keepalive is tornado's own ping (``websocket_ping_interval``,
+``websocket_ping_timeout``, the latter capped by tornado >= 6.5 at the interval).
+Client: ``websocket_connect`` with the same pings, plus the shared read deadline; a ``None``
+message is tornado's way of saying the connection closed.
+
+Close codes the server uses: 1008 (policy: bad resume token, a message from the client, a
+subscriber that fell behind), 1009 (message too big, from tornado), 1013 (server full),
+1001 (server shutting down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import tornado.httpclient
+import tornado.httpserver
+import tornado.iostream
+import tornado.netutil
+import tornado.web
+import tornado.websocket
+
+from model.errors import (
+    BadResumeToken,
+    ConnectionLost,
+    ProtocolError,
+    ServerUnavailable,
+    TooManyConnections,
+)
+from model.sample import Sample, decode_sample, encode_sample
+from transports.contract import Features, Transport
+from transports.deadline import read_within
+from transports.hub import Hub, Subscription
+from transports.resume import ResumeToken, parse_query
+from transports.settings import Settings
+
+__all__ = ["SEED", "TORNADO_WS", "TornadoServer", "connect", "ping_timeout"]
+
+PATH = "/websocket/"
+
+
+def ping_timeout(settings: Settings) -> float | None:
+    """The ping timeout in force: tornado >= 6.5 caps it at the ping interval."""
+    if not settings.heartbeat_s:
+        return None
+    if settings.dead_after_s is None:
+        return settings.heartbeat_s
+    return min(settings.dead_after_s, settings.heartbeat_s)
+
+
+class SampleSocket(tornado.websocket.WebSocketHandler):
+    """One subscriber: resume from the query, then pump the hub's samples."""
+
+    hub: Hub
+    owner: TornadoServer
+
+    def initialize(self, hub: Hub, owner: TornadoServer) -> None:
+        self.hub, self.owner = hub, owner
+        self._pump: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # a read-only public stream: any page may subscribe
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        query: dict[str, str] = {
+            key: self.get_query_argument(key)
+            for key in ("epoch", "since")
+            if key in self.request.query_arguments
+        }
+        try:
+            token = parse_query(query)
+            self._subscription = self.hub.subscribe(token, on_overflow=self._overflowed)
+        except BadResumeToken as exc:
+            self.close(1008, f"bad resume token: {exc}"[:120])
+            return
+        except TooManyConnections as exc:
+            self.close(1013, str(exc)[:120])
+            return
+        self.owner.handlers.add(self)
+        self.set_nodelay(True)
+        self._pump = asyncio.create_task(self._send(self._subscription))
+
+    async def _send(self, subscription: Subscription) -> None:
+        try:
+            while True:
+                batch = await subscription.next_batch()
+                # Write the whole batch, then wait once for it to reach the socket: the writes
+                # coalesce, and a peer that stops reading stops us here (backpressure).
+                written = None
+                for sample in batch:
+                    written = self.write_message(encode_sample(sample))
+                if written is not None:
+                    await written
+        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
+            pass
+
+    def _overflowed(self, reason: str) -> None:
+        self.close(1008, f"slow consumer: {reason}"[:120])
+
+    def on_message(self, message: str | bytes) -> None:
+        self.close(1008, "unexpected message: this endpoint only sends")
+
+    def on_close(self) -> None:
+        self.owner.handlers.discard(self)
+        if self._pump is not None:
+            self._pump.cancel()
+        if self._subscription is not None:
+            self._subscription.close()
+
+
+class TornadoServer:
+    """A tornado HTTP server carrying the WebSocket endpoint."""
+
+    def __init__(self, hub: Hub, host: str, port: int, settings: Settings) -> None:
+        self.hub, self.host, self._port, self.settings = hub, host, port, settings
+        self.handlers: set[SampleSocket] = set()
+        self.app = tornado.web.Application(
+            [(PATH, SampleSocket, {"hub": hub, "owner": self})],
+            websocket_ping_interval=settings.heartbeat_s,
+            websocket_ping_timeout=ping_timeout(settings),
+            websocket_max_message_size=settings.max_message_bytes,
+        )
+        self._http: tornado.httpserver.HTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def start(self) -> None:
+        sockets = tornado.netutil.bind_sockets(self._port, self.host, family=socket.AF_INET)
+        self._port = sockets[0].getsockname()[1]
+        self._http = tornado.httpserver.HTTPServer(
+            self.app, max_header_size=64 * 1024, max_body_size=self.settings.max_message_bytes
+        )
+        self._http.add_sockets(sockets)
+
+    async def stop(self) -> None:
+        if self._http is None:
+            return
+        self._http.stop()
+        for handler in list(self.handlers):
+            handler.close(1001, "server shutting down")
+        await self._http.close_all_connections()
+        self._http = None
+
+
+def _url(host: str, port: int, token: ResumeToken | None) -> str:
+    url = f"ws://{host}:{port}{PATH}"
+    if token is not None:
+        url += f"?epoch={token.epoch}&since={token.since}"
+    return url
+
+
+@asynccontextmanager
+async def connect(
+    host: str, port: int, token: ResumeToken | None, settings: Settings
+) -> AsyncIterator[AsyncIterator[Sample]]:
+    request = tornado.httpclient.HTTPRequest(
+        _url(host, port, token),
+        connect_timeout=settings.connect_timeout_s,
+        request_timeout=settings.connect_timeout_s,
+    )
+    try:
+        conn = await tornado.websocket.websocket_connect(
+            request,
+            ping_interval=settings.heartbeat_s or None,
+            ping_timeout=ping_timeout(settings),
+            max_message_size=settings.max_message_bytes,
+        )
+    except tornado.httpclient.HTTPClientError as exc:
+        raise ProtocolError(f"handshake refused: {exc}") from exc
+    except (OSError, tornado.iostream.StreamClosedError, TimeoutError) as exc:
+        raise ServerUnavailable(f"no WebSocket server at {request.url}: {exc}") from exc
+    try:
+        yield _messages(conn, settings.dead_after_s)
+    finally:
+        conn.close()
+
+
+async def _messages(
+    conn: tornado.websocket.WebSocketClientConnection, dead_after_s: float | None
+) -> AsyncIterator[Sample]:
+    while True:
+        message = await read_within(conn.read_message(), dead_after_s)
+        if message is None:
+            raise ConnectionLost(f"closed (code {conn.close_code}, reason {conn.close_reason!r})")
+        yield decode_sample(message)
+
+
+def _serve(hub: Hub, host: str, port: int, settings: Settings) -> TornadoServer:
+    return TornadoServer(hub, host, port, settings)
+
+
+_COMMON: dict[str, Any] = dict(
+    default_port=8888,
+    endpoint="ws://{host}:{port}" + PATH,
+    serve=_serve,
+    connect=connect,
+    dependencies=("tornado",),
+    modules=("transports.tornado_ws",),
+    heartbeat="WebSocket ping/pong (tornado), client read deadline",
+)
+
+TORNADO_WS = Transport(
+    name="tornado-ws",
+    summary="Tornado WebSocket, the reference: pings, resume by ?epoch=E&since=SEQ",
+    features=Features(resume=True, heartbeat=True, browser_native=True, bidirectional=True),
+    resume_token="query ?epoch=E&since=SEQ",
+    **_COMMON,
+)
+
+#: The design the project grew from: a sample every 100 ms, ping interval 10 s and timeout
+#: 30 s as written (tornado caps the timeout at the interval, so 10 s is in force), a fixed 3 s
+#: retry, no resume. Kept to show what that design gets; do not fix it.
+SEED = Transport(
+    name="tornado-ws-seed",
+    summary="Tornado WebSocket as the original design: 10/s, ping 10 s, fixed 3 s retry, no resume",
+    features=Features(resume=False, heartbeat=True, browser_native=True, bidirectional=True),
+    fixed_settings={
+        "heartbeat_s": 10.0,
+        "dead_after_s": 30.0,
+        "backoff_base_s": 3.0,
+        "backoff_cap_s": 3.0,
+        "backoff_jitter": False,
+        "resume": False,
+    },
+    default_rate_hz=10.0,
+    **_COMMON,
+)
