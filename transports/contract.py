@@ -54,6 +54,8 @@ class Features:
     heartbeat: bool
     browser_native: bool
     bidirectional: bool
+    #: The server pushes samples over a held connection (False: the client asks, poll-style).
+    push: bool = True
 
 
 @dataclass(frozen=True)
