@@ -120,6 +120,9 @@ async def _serve(transport: Transport, args: argparse.Namespace, settings: Setti
         if exc.errno == errno.EADDRINUSE:
             raise UsageError(f"port {port} on {args.host} is in use") from None
         raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    # Installed before the readiness line: whoever reads it may send SIGTERM at once.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     rate = transport.default_rate_hz if args.rate is None else args.rate
     print(
         f"serving {transport.name} on {args.host}:{server.port} "
@@ -127,9 +130,6 @@ async def _serve(transport: Transport, args: argparse.Namespace, settings: Setti
         f"p={args.p} seed={args.seed}",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     publisher = asyncio.create_task(publish_forever(hub, source, rate))
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -67,8 +67,10 @@ class StreamClient:
         self.settings = transport.settings(settings)
         self._on_event = on_event
         self._initial_wait_s = initial_wait_s
-        #: The newest (epoch, seq) received: what the next connection resumes from.
-        self.token = token
+        # The newest (epoch, seq) received, kept as plain fields: a token object per sample
+        # would cost more than the rest of the receive path.
+        self._epoch: str | None = token.epoch if token else None
+        self._since = token.since if token else -1
         #: How many connections have been established; the current one's number.
         self.connection = 0
         s = self.settings
@@ -78,10 +80,10 @@ class StreamClient:
         if self._on_event is not None:
             self._on_event(event)
 
-    def _advance(self, sample: Sample) -> None:
-        token = self.token
-        if token is None or token.epoch != sample.epoch or sample.seq > token.since:
-            self.token = ResumeToken(sample.epoch, sample.seq)
+    @property
+    def token(self) -> ResumeToken | None:
+        """What the next connection resumes from: the newest (epoch, seq) received."""
+        return None if self._epoch is None else ResumeToken(self._epoch, self._since)
 
     async def __aiter__(self) -> AsyncIterator[Sample]:
         started = time.monotonic()
@@ -96,7 +98,8 @@ class StreamClient:
                     self._emit(Connected(time.monotonic_ns(), self.connection, offered))
                     try:
                         async for sample in stream:
-                            self._advance(sample)
+                            if sample.seq > self._since or sample.epoch != self._epoch:
+                                self._epoch, self._since = sample.epoch, sample.seq
                             yield sample
                     except StreamError as exc:
                         reason = f"{type(exc).__name__}: {exc}"

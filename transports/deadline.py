@@ -20,10 +20,12 @@ T = TypeVar("T")
 
 async def read_within(read: Awaitable[T], seconds: float | None) -> T:
     """Await ``read``; raise :class:`PeerSilent` if it takes longer than ``seconds``."""
-    future = asyncio.ensure_future(read)
-    if future.done() or seconds is None:
-        return await future
+    if seconds is None or (isinstance(read, asyncio.Future) and read.done()):
+        return await read
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+    # arrives just as the read completes, and the cancelled reader then runs on forever.
     try:
-        return await asyncio.wait_for(future, seconds)
+        async with asyncio.timeout(seconds):
+            return await read
     except TimeoutError as exc:
         raise PeerSilent(f"nothing received for {seconds:g} s") from exc

@@ -57,7 +57,9 @@ class Subscription:
         """Wait for samples and take them; ``[]`` when ``timeout`` passes first."""
         if not self._ready.is_set():
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                # Not wait_for: on Python 3.11 it swallows a cancellation racing the wake-up.
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return []
         return self.take()
@@ -76,6 +78,7 @@ class Subscription:
 
     def _cut(self, reason: str) -> None:
         self.closed_reason = reason
+        self._hub.cut_count += 1
         self.close()
         if self._on_overflow is not None:
             self._on_overflow(reason)
@@ -91,7 +94,11 @@ class Hub:
         self._ring: list[Sample | None] = [None] * self.settings.history
         self._subscribers: set[Subscription] = set()
         self.next_seq = 0
-        self._changed = asyncio.Event()
+        #: Subscribers cut so far for falling behind.
+        self.cut_count = 0
+        # Resolved by the next publish; replaced after. A future, not an Event: set-then-clear
+        # would lose the wake-up of a waiter that had checked but not yet started waiting.
+        self._published: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
         # The newest position a stateless reader (a poller) asked from; None until one asks.
         self._poll_position: int | None = None
@@ -118,8 +125,10 @@ class Hub:
         self.next_seq = batch[-1].seq + 1
         for sub in list(self._subscribers):
             sub._published(len(batch))
-        self._changed.set()
-        self._changed.clear()
+        if self._published is not None:
+            if not self._published.done():
+                self._published.set_result(None)
+            self._published = None
 
     def subscribe(
         self,
@@ -180,8 +189,10 @@ class Hub:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
+            if self._published is None:
+                self._published = loop.create_future()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await asyncio.wait_for(asyncio.shield(self._published), remaining)
             except TimeoutError:
                 return False
         return True

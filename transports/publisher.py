@@ -47,7 +47,9 @@ async def publish_forever(hub: Hub, source: BernoulliSource, rate_hz: float) -> 
 
 async def _saturate(hub: Hub, source: BernoulliSource) -> None:
     epoch = hub.epoch
-    ahead = max(1, hub.settings.queue_size // 2)
+    # Up to the queue bound ahead of the slowest reader: never enough to cut it, and enough
+    # for a poller to get full batches.
+    ahead = max(1, hub.settings.queue_size)
     while True:
         await hub.wait_for_room(ahead)
         first = hub.next_seq

@@ -32,6 +32,8 @@ class Settings:
     resume: bool = True
     #: Largest inbound message or line a peer may send.
     max_message_bytes: int = MiB
+    #: Kernel send buffer of each accepted connection (0: the kernel's autotuning, up to MiBs).
+    send_buffer_bytes: int = 256 * 1024
     #: Most concurrent connections a server accepts.
     max_connections: int = 10_000
     #: Live samples a subscriber may fall behind between reads before it is cut.

@@ -39,6 +39,7 @@ from transports.deadline import read_within
 from transports.hub import Hub, Subscription
 from transports.resume import ResumeToken, parse_query
 from transports.settings import Settings
+from transports.sockets import tune_accepted
 
 __all__ = ["SEED", "TORNADO_WS", "TornadoServer", "connect", "ping_timeout"]
 
@@ -84,7 +85,8 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
             self.close(1013, str(exc)[:120])
             return
         self.owner.handlers.add(self)
-        self.set_nodelay(True)
+        stream = self.ws_connection.stream if self.ws_connection is not None else None
+        tune_accepted(stream.socket if stream is not None else None, self.owner.settings)
         self._pump = asyncio.create_task(self._send(self._subscription))
 
     async def _send(self, subscription: Subscription) -> None:

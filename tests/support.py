@@ -1,0 +1,136 @@
+"""Helpers shared by the socket tests: an in-process server and bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from model.ledger import DeliveryLedger
+from model.sample import Sample
+from model.source import BernoulliSource
+from transports.client import ClientEvent, StreamClient
+from transports.contract import Server, Transport
+from transports.hub import Hub
+from transports.publisher import publish_forever
+from transports.settings import Settings
+
+__all__ = ["FAST", "Receiver", "RunningServer", "running_server", "wait_until"]
+
+#: Test settings: quick heartbeats, quick reconnects, short handshakes.
+FAST = Settings(
+    heartbeat_s=0.2,
+    dead_after_s=0.6,
+    backoff_base_s=0.01,
+    backoff_cap_s=0.1,
+    connect_timeout_s=2.0,
+)
+
+
+@dataclass
+class RunningServer:
+    """One transport server in this process, fed by a publisher at a fixed rate."""
+
+    transport: Transport
+    settings: Settings
+    rate_hz: float
+    source: BernoulliSource
+    host: str = "127.0.0.1"
+    port: int = 0
+    hub: Hub = field(init=False)
+    server: Server = field(init=False)
+    _publisher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.hub = Hub(secrets.token_hex(4), self.settings)
+        self.server = self.transport.serve(self.hub, self.host, self.port, self.settings)
+        await self.server.start()
+        self.port = self.server.port
+        self._publisher = asyncio.create_task(publish_forever(self.hub, self.source, self.rate_hz))
+
+    async def stop(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
+        await self.server.stop()
+
+    async def restart(self) -> None:
+        """Stop, then serve a new epoch on the same port."""
+        await self.stop()
+        await self.start()
+
+
+@asynccontextmanager
+async def running_server(
+    transport: Transport,
+    settings: Settings = FAST,
+    rate_hz: float = 2_000.0,
+    source: BernoulliSource | None = None,
+) -> AsyncIterator[RunningServer]:
+    running = RunningServer(
+        transport, transport.settings(settings), rate_hz, source or BernoulliSource(0.72, seed=7)
+    )
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for ``predicate`` by yielding to the event loop; fail after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+class Receiver:
+    """A StreamClient run as a task, feeding a ledger, with its events recorded."""
+
+    def __init__(
+        self, transport: Transport, port: int, source: BernoulliSource, settings: Settings = FAST
+    ) -> None:
+        self.events: list[ClientEvent] = []
+        self.samples: list[Sample] = []
+        self.ledger = DeliveryLedger(source)
+        self.client = StreamClient(
+            transport, "127.0.0.1", port, settings, on_event=self.events.append
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Receiver:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async for sample in self.client:
+            self.samples.append(sample)
+            self.ledger.record(sample, self.client.connection)
+
+    def failure(self) -> BaseException | None:
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    async def receive(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` more samples arrived."""
+        target = len(self.samples) + count
+        await wait_until(
+            lambda: len(self.samples) >= target or self.failure() is not None,
+            timeout,
+            f"{count} samples",
+        )
+        if (exc := self.failure()) is not None:
+            raise AssertionError(f"client failed: {exc!r}") from exc
