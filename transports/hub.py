@@ -192,7 +192,10 @@ class Hub:
             if self._published is None:
                 self._published = loop.create_future()
             try:
-                await asyncio.wait_for(asyncio.shield(self._published), remaining)
+                # shield: the future is shared by every waiter; one timing out must not
+                # cancel it for the others. asyncio.timeout, not wait_for (see next_batch).
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(self._published)
             except TimeoutError:
                 return False
         return True

@@ -1,0 +1,478 @@
+"""The poll and long-poll transports: pure answer selection and query parsing, then sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, closing
+from urllib.parse import parse_qsl
+
+import aiohttp
+import pytest
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+
+from model.errors import (
+    BadResumeToken,
+    ConnectionLost,
+    MalformedSample,
+    ProtocolError,
+    ServerUnavailable,
+)
+from model.sample import Sample, decode_samples, encode_samples
+from transports.contract import Connect
+from transports.hub import Hub
+from transports.poll_query import (
+    PollQuery,
+    answer_range,
+    format_poll_query,
+    parse_poll_query,
+    wanted_seq,
+)
+from transports.polling import LONG_POLL, POLL, PollingServer, connect_long_poll, connect_poll
+from transports.registry import TRANSPORTS
+from transports.resume import ResumeToken, start_seq
+from transports.settings import Settings
+
+EPOCH = "abc123"
+QUICK = Settings(
+    dead_after_s=2.0, connect_timeout_s=2.0, long_poll_wait_s=30.0, poll_interval_s=0.01
+)
+
+
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """Decode a query string the way a server does (blank values kept)."""
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _samples(epoch: str, start: int, stop: int) -> list[Sample]:
+    return [Sample(epoch, seq, seq % 2, 1_000 + seq) for seq in range(start, stop)]
+
+
+# -- which samples answer a poll (pure) -------------------------------------------------------
+
+
+def test_no_token_answers_the_newest_sample_only() -> None:
+    assert answer_range(None, EPOCH, oldest=0, next_seq=10, batch=1_000) == range(9, 10)
+    assert answer_range(None, EPOCH, oldest=500, next_seq=600, batch=5) == range(599, 600)
+
+
+def test_no_token_before_the_first_sample_answers_nothing() -> None:
+    assert answer_range(None, EPOCH, oldest=0, next_seq=0, batch=1_000) == range(0, 0)
+
+
+def test_same_epoch_continues_after_since() -> None:
+    token = ResumeToken(EPOCH, 4)
+    assert answer_range(token, EPOCH, oldest=0, next_seq=10, batch=1_000) == range(5, 10)
+
+
+def test_same_epoch_caught_up_answers_nothing() -> None:
+    token = ResumeToken(EPOCH, 9)
+    assert answer_range(token, EPOCH, oldest=0, next_seq=10, batch=1_000) == range(10, 10)
+
+
+def test_since_no_longer_held_continues_at_the_oldest_held() -> None:
+    token = ResumeToken(EPOCH, 3)
+    assert answer_range(token, EPOCH, oldest=50, next_seq=60, batch=1_000) == range(50, 60)
+
+
+def test_other_epoch_starts_at_the_oldest_held() -> None:
+    token = ResumeToken("fff", 70)
+    assert answer_range(token, EPOCH, oldest=20, next_seq=30, batch=1_000) == range(20, 30)
+    assert answer_range(token, EPOCH, oldest=0, next_seq=0, batch=1_000) == range(0, 0)
+
+
+def test_answer_is_bounded_by_the_batch() -> None:
+    token = ResumeToken(EPOCH, -1)
+    assert answer_range(token, EPOCH, oldest=0, next_seq=5_000, batch=1_000) == range(0, 1_000)
+
+
+@given(
+    epoch=st.sampled_from([EPOCH, "fff"]),
+    since=st.integers(-1, 3_000),
+    oldest=st.integers(0, 2_000),
+    held=st.integers(0, 1_000),
+    batch=st.integers(1, 300),
+    with_token=st.booleans(),
+)
+def test_answer_lies_within_the_held_samples_and_the_batch(
+    epoch: str, since: int, oldest: int, held: int, batch: int, with_token: bool
+) -> None:
+    token = ResumeToken(epoch, since) if with_token else None
+    next_seq = oldest + held
+    answer = answer_range(token, EPOCH, oldest, next_seq, batch)
+    assert len(answer) <= batch
+    assert not answer or (oldest <= answer.start and answer.stop <= next_seq)
+    if token is not None:
+        assert answer.start == start_seq(token, EPOCH, oldest, next_seq)
+    else:
+        assert len(answer) == min(1, held)
+    # A long poll waits exactly when the answer is empty for want of newer samples.
+    assert bool(answer) == (next_seq > max(wanted_seq(token, EPOCH), answer.start))
+
+
+def test_wanted_seq_is_the_first_sample_the_poller_lacks() -> None:
+    assert wanted_seq(ResumeToken(EPOCH, 41), EPOCH) == 42
+    assert wanted_seq(ResumeToken("fff", 41), EPOCH) == 0
+    assert wanted_seq(None, EPOCH) == 0
+
+
+# -- the query (pure) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", PollQuery(None)),
+        ("epoch=abc&since=7", PollQuery(ResumeToken("abc", 7))),
+        ("since=-1&epoch=abc", PollQuery(ResumeToken("abc", -1))),
+        ("wait=2.5", PollQuery(None, 2.5)),
+        ("epoch=abc&since=0&wait=0", PollQuery(ResumeToken("abc", 0), 0.0)),
+        ("epoch=abc&since=0&wait=9999", PollQuery(ResumeToken("abc", 0), 30.0)),
+    ],
+)
+def test_well_formed_queries(query: str, expected: PollQuery) -> None:
+    assert parse_poll_query(_pairs(query), max_wait_s=30.0) == expected
+
+
+MALFORMED = [
+    ("epoch=XYZ&since=1", BadResumeToken, "epoch must be 1-64 lowercase hex"),
+    ("epoch=&since=1", BadResumeToken, "epoch must be"),
+    (f"epoch={'a' * 65}&since=1", BadResumeToken, "epoch must be"),
+    ("epoch=abc", BadResumeToken, "give both epoch and since"),
+    ("since=3", BadResumeToken, "give both epoch and since"),
+    ("epoch=abc&since=1.5", BadResumeToken, "since must be an integer"),
+    ("epoch=abc&since=%2B5", BadResumeToken, "since must be an integer"),
+    ("epoch=abc&since=", BadResumeToken, "since must be an integer"),
+    ("epoch=abc&since=-2", BadResumeToken, "since must be a seq >= -1"),
+    ("epoch=abc&since=99999999999999999999999", BadResumeToken, "since must be"),
+    ("wait=-1", ProtocolError, "wait must be a non-negative number"),
+    ("wait=nan", ProtocolError, "wait must be a non-negative number"),
+    ("wait=1e3", ProtocolError, "wait must be a non-negative number"),
+    ("wait=", ProtocolError, "wait must be a non-negative number"),
+    ("wait=%201", ProtocolError, "wait must be a non-negative number"),
+    ("sinse=4", ProtocolError, "unknown parameter 'sinse'"),
+    ("_=1700000000", ProtocolError, "unknown parameter '_'"),
+    ("epoch=abc&epoch=abc&since=1", ProtocolError, "'epoch' given more than once"),
+    ("wait=1&wait=2", ProtocolError, "'wait' given more than once"),
+]
+
+
+@pytest.mark.parametrize(("query", "error", "reason"), MALFORMED)
+def test_malformed_queries_are_refused_with_a_reason(
+    query: str, error: type[ProtocolError], reason: str
+) -> None:
+    with pytest.raises(error, match=reason):
+        parse_poll_query(_pairs(query), max_wait_s=30.0)
+
+
+@given(
+    token=st.none()
+    | st.builds(
+        ResumeToken, st.from_regex(r"[0-9a-f]{1,64}", fullmatch=True), st.integers(-1, 2**63 - 1)
+    ),
+    wait=st.none() | st.integers(0, 100_000).map(lambda ms: ms / 1000),
+)
+def test_the_client_query_parses_back(token: ResumeToken | None, wait: float | None) -> None:
+    query = format_poll_query(token, wait)
+    assert query == "" or query.startswith("?")
+    assert parse_poll_query(_pairs(query[1:]), max_wait_s=1e9) == PollQuery(token, wait or 0.0)
+
+
+# -- the server on a real socket ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _serving(
+    settings: Settings = QUICK, hub: Hub | None = None
+) -> AsyncIterator[tuple[Hub, PollingServer, str]]:
+    hub = hub or Hub(EPOCH, settings)
+    server = PollingServer(hub, "127.0.0.1", 0, settings)
+    await server.start()
+    try:
+        yield hub, server, f"http://127.0.0.1:{server.port}/samples"
+    finally:
+        await server.stop()
+
+
+async def _get(url: str, timeout: float = 10.0) -> tuple[int, str, bytes]:
+    async with (
+        asyncio.timeout(timeout),
+        aiohttp.ClientSession() as session,
+        session.get(url) as response,
+    ):
+        return response.status, response.content_type, await response.read()
+
+
+@pytest.mark.parametrize(("query", "error", "reason"), MALFORMED)
+async def test_bad_queries_get_400_with_the_reason(
+    query: str, error: type[ProtocolError], reason: str
+) -> None:
+    async with _serving() as (_, _, url):
+        status, content_type, body = await _get(f"{url}?{query}")
+    assert (status, content_type) == (400, "text/plain")
+    assert reason in body.decode()
+
+
+@pytest.mark.parametrize("path", ["/", "/samples/", "/samplesx", "/events"])
+async def test_other_paths_get_404(path: str) -> None:
+    async with _serving() as (_, server, _):
+        status, _, _ = await _get(f"http://127.0.0.1:{server.port}{path}")
+    assert status == 404
+
+
+async def test_fresh_poll_gets_nothing_then_the_newest_sample() -> None:
+    async with _serving() as (hub, _, url):
+        assert await _get(url) == (200, "application/json", b"[]")
+        hub.publish(_samples(EPOCH, 0, 5))
+        status, content_type, body = await _get(url)
+    assert (status, content_type) == (200, "application/json")
+    assert decode_samples(body) == _samples(EPOCH, 4, 5)
+
+
+async def test_resume_answers_over_http() -> None:
+    settings = QUICK.with_changes(history=100, batch=30)
+    async with _serving(settings) as (hub, _, url):
+        hub.publish(_samples(EPOCH, 0, 250))
+        same = decode_samples((await _get(f"{url}?epoch={EPOCH}&since=200"))[2])
+        too_old = decode_samples((await _get(f"{url}?epoch={EPOCH}&since=5"))[2])
+        other = decode_samples((await _get(f"{url}?epoch=fff&since=900"))[2])
+    assert same == _samples(EPOCH, 201, 231)
+    assert too_old == other == _samples(EPOCH, 150, 180)
+
+
+async def test_long_poll_answers_as_soon_as_a_sample_is_published() -> None:
+    async with _serving() as (hub, _, url):
+        hub.publish(_samples(EPOCH, 0, 3))
+        request = asyncio.create_task(_get(f"{url}?epoch={EPOCH}&since=2&wait=30"))
+        # The handler notes the poller's position right before it starts waiting.
+        async with asyncio.timeout(5):
+            while hub.lowest_reader() is None:
+                await asyncio.sleep(0.005)
+        assert not request.done()
+        hub.publish(_samples(EPOCH, 3, 4))
+        async with asyncio.timeout(5):  # far below the 30 s wait: the sample ended it
+            status, _, body = await request
+    assert status == 200
+    assert decode_samples(body) == _samples(EPOCH, 3, 4)
+
+
+async def test_long_poll_answers_empty_when_the_wait_ends() -> None:
+    async with _serving(QUICK.with_changes(long_poll_wait_s=0.2)) as (hub, _, url):
+        hub.publish(_samples(EPOCH, 0, 3))
+        # Asked for 1,000 s, capped at the server's 0.2 s: the 10 s timeout is never reached.
+        assert await _get(f"{url}?epoch={EPOCH}&since=2&wait=1000") == (
+            200,
+            "application/json",
+            b"[]",
+        )
+        # Without a token the long poll waits for the first sample of an empty hub too.
+        empty = Hub(EPOCH, QUICK)
+    async with _serving(QUICK.with_changes(long_poll_wait_s=0.2), empty) as (_, _, url):
+        assert (await _get(f"{url}?wait=5"))[2] == b"[]"
+
+
+async def test_connection_limit_gets_503_and_the_others_go_on() -> None:
+    async with _serving(QUICK.with_changes(max_connections=1)) as (hub, _, url):
+        hub.publish(_samples(EPOCH, 0, 1))
+        async with aiohttp.ClientSession() as first, asyncio.timeout(10):
+            async with first.get(url) as response:  # its keep-alive connection stays open
+                assert response.status == 200
+                await response.read()
+            status, _, body = await _get(url)
+            assert (status, body) == (503, b"connection limit 1 reached")
+            async with first.get(url) as response:
+                assert response.status == 200
+
+
+# -- a poller that stops costs the server nothing -----------------------------------------------
+
+
+class _CountingHub(Hub):
+    """A hub that counts the polls the server answered (each notes a position)."""
+
+    polls = 0
+
+    def note_poll_position(self, seq: int) -> None:
+        self.polls += 1
+        super().note_poll_position(seq)
+
+
+async def test_a_stopped_poller_leaves_nothing_behind() -> None:
+    settings = QUICK.with_changes(history=100, batch=40)
+    async with _serving(settings) as (hub, _, url):
+        hub.publish(_samples(EPOCH, 0, 10))
+        first = decode_samples((await _get(f"{url}?epoch={EPOCH}&since=-1"))[2])
+        # The poller stops while the stream runs on for ten times the history.
+        for start in range(10, 1_010, 100):
+            hub.publish(_samples(EPOCH, start, start + 100))
+        assert hub.subscriber_count == 0
+        back = decode_samples((await _get(f"{url}?epoch={EPOCH}&since={first[-1].seq}"))[2])
+    assert back == _samples(EPOCH, 910, 950)  # the oldest held: the gap is real loss
+
+
+@pytest.fixture
+def small_receive_buffer_socket() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Set before connecting: the kernel then absorbs almost nothing for a peer that stops.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with closing(sock):
+        yield sock
+
+
+async def test_a_peer_that_stops_reading_is_not_answered_ahead(
+    small_receive_buffer_socket: socket.socket,
+) -> None:
+    settings = QUICK.with_changes(batch=1_000)
+    hub = _CountingHub(EPOCH, settings)
+    hub.publish(_samples(EPOCH, 0, 1_000))
+    answer_bytes = len(encode_samples(_samples(EPOCH, 0, 1_000)))
+    pipelined = 300
+    async with _serving(settings, hub) as (_, server, url):
+        sock = small_receive_buffer_socket
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        request = f"GET /samples?epoch={EPOCH}&since=-1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        await asyncio.get_running_loop().sock_sendall(sock, request * pipelined)
+        # Another poller is served meanwhile, many times over.
+        for _ in range(30):
+            assert len(decode_samples((await _get(f"{url}?epoch={EPOCH}&since=-1"))[2])) == 1_000
+        stopped_peer_answers = hub.polls - 30
+    # Answers wait for the peer to read: at most what socket buffers hold (the server's send
+    # buffer grows to tcp_wmem's maximum) plus aiohttp's 64 KiB, never all 300 (16 MB).
+    assert 1 <= stopped_peer_answers <= _largest_send_buffer() // answer_bytes + 3
+
+
+def _largest_send_buffer() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
+            return int(limits.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 << 20  # Linux's default maximum
+
+
+# -- the clients ----------------------------------------------------------------------------
+
+
+def test_both_transports_are_registered_with_their_records() -> None:
+    assert TRANSPORTS["poll"] is POLL and TRANSPORTS["long-poll"] is LONG_POLL
+    for transport in (POLL, LONG_POLL):
+        assert transport.default_port == 8891
+        assert transport.features.resume and not transport.features.push
+        assert transport.dependencies == ("aiohttp",)
+    assert POLL.url("h", 1) == "http://h:1/samples"
+    assert LONG_POLL.url("h", 1) == "http://h:1/samples?wait=S"
+
+
+@pytest.mark.parametrize("connect", [connect_poll, connect_long_poll], ids=["poll", "long-poll"])
+async def test_client_follows_the_stream_from_its_token(connect: Connect) -> None:
+    async with _serving() as (hub, server, _):
+        hub.publish(_samples(EPOCH, 0, 10))
+        received: list[Sample] = []
+        token = ResumeToken(EPOCH, 4)
+        async with asyncio.timeout(10), connect("127.0.0.1", server.port, token, QUICK) as stream:
+            async for sample in stream:
+                received.append(sample)
+                if sample.seq == 9:  # caught up: the next poll finds nothing until this
+                    hub.publish(_samples(EPOCH, 10, 12))
+                if sample.seq == 11:
+                    break
+    assert received == _samples(EPOCH, 5, 12)
+
+
+async def test_poll_asks_again_at_once_after_a_full_batch() -> None:
+    # A minute between polls: only the full-batch rule can bring 35 samples within the timeout.
+    settings = QUICK.with_changes(batch=10, poll_interval_s=60.0)
+    async with _serving(settings) as (hub, server, _):
+        hub.publish(_samples(EPOCH, 0, 35))
+        received: list[Sample] = []
+        async with (
+            asyncio.timeout(10),
+            connect_poll("127.0.0.1", server.port, ResumeToken(EPOCH, -1), settings) as stream,
+        ):
+            async for sample in stream:
+                received.append(sample)
+                if sample.seq == 34:
+                    break
+    assert received == _samples(EPOCH, 0, 35)
+
+
+async def test_fresh_client_starts_at_the_newest_sample() -> None:
+    async with _serving() as (hub, server, _):
+        hub.publish(_samples(EPOCH, 0, 50))
+        async with (
+            asyncio.timeout(10),
+            connect_long_poll("127.0.0.1", server.port, None, QUICK) as stream,
+        ):
+            iterator = aiter(stream)
+            assert await anext(iterator) == _samples(EPOCH, 49, 50)[0]
+            hub.publish(_samples(EPOCH, 50, 51))
+            assert await anext(iterator) == _samples(EPOCH, 50, 51)[0]
+
+
+def _free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_nobody_listening_is_server_unavailable() -> None:
+    with pytest.raises(ServerUnavailable, match="no polling server"):
+        async with asyncio.timeout(10), connect_poll("127.0.0.1", _free_port(), None, QUICK):
+            pass
+
+
+async def test_server_gone_after_the_handshake_is_connection_lost() -> None:
+    async with _serving() as (hub, server, _):
+        hub.publish(_samples(EPOCH, 0, 1))
+        async with (
+            asyncio.timeout(10),
+            connect_poll("127.0.0.1", server.port, None, QUICK) as stream,
+        ):
+            iterator = aiter(stream)
+            assert (await anext(iterator)).seq == 0
+            await server.stop()
+            # aiohttp would quietly open a new TCP connection; the session refuses to.
+            with pytest.raises(ConnectionLost, match="closed or reset between polls"):
+                await anext(iterator)
+
+
+@asynccontextmanager
+async def _fake_server(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[int]:
+    """A bare aiohttp server answering /samples with ``handler``."""
+    app = web.Application()
+    app.router.add_get("/samples", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site.port
+    finally:
+        await runner.cleanup()
+
+
+async def _server_error(request: web.Request) -> web.Response:
+    return web.Response(status=500, text="database on fire")
+
+
+async def _not_samples(request: web.Request) -> web.Response:
+    return web.Response(body=b'[{"epoch":"abc","seq":-1}]', content_type="application/json")
+
+
+async def test_http_error_status_is_a_protocol_error_with_status_and_reason() -> None:
+    async with _fake_server(_server_error) as port:
+        with pytest.raises(ProtocolError, match="HTTP 500 Internal Server Error: database on fire"):
+            async with asyncio.timeout(10), connect_poll("127.0.0.1", port, None, QUICK):
+                pass
+
+
+async def test_malformed_body_is_malformed_sample() -> None:
+    async with _fake_server(_not_samples) as port:
+        with pytest.raises(MalformedSample):
+            async with asyncio.timeout(10), connect_long_poll("127.0.0.1", port, None, QUICK):
+                pass

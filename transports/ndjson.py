@@ -1,0 +1,223 @@
+"""NDJSON framing for the tcp transport (pure: no sockets, no asyncio).
+
+One JSON object per line, lines end with ``\\n``. What travels:
+
+- client -> server: one hello line, ``{}`` or ``{"epoch":E,"since":SEQ}``, then only
+  ``{"heartbeat":NS}`` lines (so the server, too, notices a peer gone silent);
+- server -> client: wire-form samples, ``{"heartbeat":NS}`` when idle, and a last
+  ``{"error":"..."}`` before the server closes a peer it rejects.
+
+Line ends: ``\\n`` ends a line; one ``\\r`` right before it is dropped, so a hand-typed CRLF
+hello (telnet, Windows tools) works. A lone ``\\r`` is an ordinary byte (JSON then rejects it
+unless it is whitespace between tokens). The size limit counts every byte before the ``\\n``,
+the dropped ``\\r`` included, so the verdict never depends on how the input was split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+
+from model.errors import BadResumeToken, FrameTooLarge, MalformedSample, ProtocolError
+from model.sample import Sample, decode_sample, decode_samples, encode_sample
+from transports.resume import ResumeToken
+
+__all__ = [
+    "Heartbeat",
+    "LineSplitter",
+    "ServerError",
+    "ServerLine",
+    "decode_server_line",
+    "decode_server_lines",
+    "encode_error",
+    "encode_heartbeat",
+    "encode_hello",
+    "encode_sample_lines",
+    "parse_client_line",
+    "parse_hello",
+]
+
+
+class LineSplitter:
+    """Incremental line splitter with a bound on the line being assembled.
+
+    ``feed`` returns the lines the data completed (without ``\\n`` / ``\\r\\n``) and keeps the
+    unfinished tail; it raises :class:`FrameTooLarge` as soon as a line, finished or not,
+    holds more than ``max_line_bytes`` bytes, so memory stays bounded by the limit plus one
+    chunk. After it raised, the splitter is spent: the caller closes the connection.
+    """
+
+    __slots__ = ("_max", "_partial")
+
+    def __init__(self, max_line_bytes: int) -> None:
+        if max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
+        self._max = max_line_bytes
+        self._partial = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held back."""
+        return len(self._partial)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._partial += data
+            self._check(len(self._partial))
+            return []
+        if self._partial:
+            self._partial += data[:end]
+            head = bytes(self._partial)
+        else:
+            head = data[:end]
+        self._partial = bytearray(data[end + 1 :])
+        lines = head.split(b"\n")
+        self._check(max(map(len, lines)))
+        self._check(len(self._partial))
+        if b"\r" in head:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        return lines
+
+    def _check(self, size: int) -> None:
+        if size > self._max:
+            raise FrameTooLarge(f"line longer than {self._max} bytes")
+
+
+def encode_sample_lines(samples: list[Sample]) -> bytes:
+    """Samples as consecutive lines, ready for one write."""
+    if not samples:
+        return b""
+    return b"\n".join(map(encode_sample, samples)) + b"\n"
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_heartbeat(now_ns: int) -> bytes:
+    return b'{"heartbeat":%d}\n' % now_ns
+
+
+def encode_error(message: str) -> bytes:
+    return _encoder.encode({"error": message}) + b"\n"
+
+
+def encode_hello(token: ResumeToken | None) -> bytes:
+    if token is None:
+        return b"{}\n"
+    return _encoder.encode({"epoch": token.epoch, "since": token.since}) + b"\n"
+
+
+class _HeartbeatLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    heartbeat: Annotated[int, msgspec.Meta(ge=0)]
+
+
+_decode_heartbeat = msgspec.json.Decoder(_HeartbeatLine).decode
+
+
+class _Hello(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # UNSET rather than None: an explicit null is a malformed hello, not "no token".
+    epoch: str | msgspec.UnsetType = msgspec.UNSET
+    since: int | msgspec.UnsetType = msgspec.UNSET
+
+
+_decode_hello = msgspec.json.Decoder(_Hello).decode
+
+
+def parse_hello(line: bytes) -> ResumeToken | None:
+    """The resume token of a hello line; ``None`` for ``{}``.
+
+    Raises :class:`BadResumeToken` for a well-formed hello whose token is unusable, and
+    :class:`ProtocolError` for a line that is not a hello at all.
+    """
+    try:
+        hello = _decode_hello(line)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProtocolError(
+            f'hello must be {{}} or {{"epoch":E,"since":SEQ}}, got {line[:80]!r}: {exc}'
+        ) from exc
+    if hello.epoch is msgspec.UNSET and hello.since is msgspec.UNSET:
+        return None
+    if hello.epoch is msgspec.UNSET or hello.since is msgspec.UNSET:
+        raise BadResumeToken("give both epoch and since, or neither")
+    return ResumeToken(hello.epoch, hello.since)
+
+
+def parse_client_line(line: bytes) -> int:
+    """A line after the hello: only a heartbeat is allowed; its ``NS`` is returned."""
+    try:
+        return _decode_heartbeat(line).heartbeat
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProtocolError(
+            f'after the hello only {{"heartbeat":NS}} lines are allowed, got {line[:80]!r}'
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The server was idle; ``sent_ns`` is its ``time.monotonic_ns()``."""
+
+    sent_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """The server's last word before it closes the connection."""
+
+    message: str
+
+
+ServerLine = Sample | Heartbeat | ServerError
+
+
+class _ErrorLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    error: str
+
+
+_decode_error = msgspec.json.Decoder(_ErrorLine).decode
+
+
+def decode_server_line(line: bytes) -> ServerLine:
+    """Classify one line from the server; :class:`MalformedSample` when it is none of them."""
+    try:
+        return decode_sample(line)
+    except MalformedSample as not_a_sample:
+        # Heartbeats and errors are rare (idle or last line): try them only after a miss.
+        try:
+            return Heartbeat(_decode_heartbeat(line).heartbeat)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        try:
+            return ServerError(_decode_error(line).error)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        raise not_a_sample
+
+
+def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
+    """Classify many lines at once, exactly as :func:`decode_server_line` would one by one.
+
+    Lazy on the slow path: the lines before a bad one come out before it raises.
+
+    Fast path, for a run of samples: decode the lines as one JSON array (one msgspec call
+    instead of one per line). It is taken only when every line starts with ``{`` and ends
+    with ``}``; a wire-form sample is a flat object whose only string is a hex epoch, so in a
+    valid sample braces appear only as its delimiters, and N valid samples spelled with
+    exactly those line-edge braces are one sample per line: no line can hold two, no sample
+    can span two. Anything else (heartbeats, errors, garbage) goes line by line.
+    """
+    if not lines:
+        return []
+    body = b"\n".join(lines)
+    if body[:1] == b"{" and body[-1:] == b"}" and body.count(b"}\n{") == len(lines) - 1:
+        try:
+            samples = decode_samples(b"[" + body.replace(b"\n", b",") + b"]")
+        except MalformedSample:
+            pass
+        else:
+            if len(samples) == len(lines):
+                return samples
+    return map(decode_server_line, lines)

@@ -1,0 +1,348 @@
+"""Raw TCP, one JSON object per line (NDJSON): the thinnest push transport.
+
+Handshake: the client's first line is its hello, ``{}`` or ``{"epoch":E,"since":SEQ}``; the
+server sends nothing before it, so a bare connect-and-leave (a readiness probe) costs nothing
+and logs nothing. Then the server streams wire-form samples, one per line, a whole batch per
+write, and a ``{"heartbeat":NS}`` line whenever it was idle for ``settings.heartbeat_s``.
+
+A peer that breaks the rules gets a last ``{"error":"..."}`` line and is closed; the server goes
+on serving the others. The rules: a hello within ``hello_timeout_s`` (5 s), well-formed, no
+longer than ``settings.max_message_bytes``; after it the client sends only its own
+``{"heartbeat":NS}`` lines, every ``heartbeat_s``, and anything else is rejected. Heartbeats
+flow both ways so that each side notices a silent peer (a black hole) after ``dead_after_s``:
+the client from the server's samples and heartbeats, the server from the client's heartbeats
+(enforced when ``heartbeat_s`` is on; both sides run with the same settings). The client's EOF
+ends its stream (a half-closed client is a gone client).
+A subscriber that falls too far behind is cut the same way (it can resume). At the connection
+limit a newcomer gets ``{"error":"server full"}`` at once, without waiting for its hello.
+``stop()`` ends every stream with a plain close (EOF), which clients treat as a lost connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from model.errors import (
+    ConnectionLost,
+    FrameTooLarge,
+    PeerSilent,
+    ProtocolError,
+    ServerUnavailable,
+    SubscriberOverflow,
+    TooManyConnections,
+)
+from model.sample import Sample
+from transports.contract import Features, Transport
+from transports.deadline import read_within
+from transports.hub import Hub, Subscription
+from transports.ndjson import (
+    Heartbeat,
+    LineSplitter,
+    ServerError,
+    decode_server_lines,
+    encode_error,
+    encode_heartbeat,
+    encode_hello,
+    encode_sample_lines,
+    parse_client_line,
+    parse_hello,
+)
+from transports.resume import ResumeToken
+from transports.settings import Settings
+from transports.sockets import tune_accepted
+
+__all__ = ["HELLO_TIMEOUT_S", "TCP", "TcpServer", "connect"]
+
+log = logging.getLogger(__name__)
+
+#: How long a new connection may take to send its hello.
+HELLO_TIMEOUT_S = 5.0
+#: How long a closing connection may take to flush its last bytes before it is aborted (a peer
+#: that stopped reading would otherwise hold it open forever).
+CLOSE_GRACE_S = 1.0
+#: Bytes asked for per read.
+READ_CHUNK = 65536
+#: The client stops adding heartbeats to a send buffer already holding this much.
+MAX_UNSENT_HEARTBEAT_BYTES = 4096
+
+
+class _Rejected(Exception):
+    """Internal: end this connection with an error line carrying the message."""
+
+
+class _PeerGone(Exception):
+    """Internal: the peer left before its hello; there is nobody to tell anything."""
+
+
+class _Connection:
+    """One accepted peer and the one way it ends."""
+
+    __slots__ = ("ended", "rejected", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.ended = asyncio.Event()
+        self.rejected = False
+
+    def end(self, error: str | None = None) -> None:
+        """Stop the stream, after a last error line if ``error`` (idempotent).
+
+        Synchronous, so the hub's overflow callback can call it while the pump is blocked in
+        ``drain()`` on a peer that stopped reading; the handler, woken by ``ended``, cancels
+        the pump and finishes the close.
+        """
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        if self.writer.is_closing():
+            return
+        if error is None:
+            self.writer.close()
+            return
+        log.info("closing %s: %s", self.writer.get_extra_info("peername"), error)
+        self.rejected = True
+        self.writer.write(encode_error(error))
+        # Half-close only: closing a socket with unread input sends RST, and a RST can
+        # destroy the error line before the peer reads it. ``finish`` drains, then closes.
+        self.writer.write_eof()
+
+    async def finish(self, reader: asyncio.StreamReader) -> None:
+        """Complete the close within a grace period; abort a peer that does not cooperate."""
+        self.end()
+        try:
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                if self.rejected:
+                    while await reader.read(READ_CHUNK):
+                        pass  # discard what the peer still sends until it closes too
+                self.writer.close()
+                await self.writer.wait_closed()
+        except (TimeoutError, OSError):
+            self.writer.transport.abort()
+
+
+class TcpServer:
+    """An ``asyncio.start_server`` publishing the hub's samples as NDJSON."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        host: str,
+        port: int,
+        settings: Settings,
+        *,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+    ) -> None:
+        self.hub, self.host, self._port, self.settings = hub, host, port, settings
+        self.hello_timeout_s = hello_timeout_s
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self._port, family=socket.AF_INET
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self._connections):
+            connection.end()
+        if self._handlers:
+            # Every handler ends within CLOSE_GRACE_S of its connection's end; this is a bound.
+            _, late = await asyncio.wait(self._handlers, timeout=CLOSE_GRACE_S + 1.0)
+            for task in late:
+                task.cancel()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        connection = _Connection(writer)
+        try:
+            if len(self._connections) >= self.settings.max_connections:
+                # Not waiting for the hello: a full server should not hold sockets for 5 s.
+                raise _Rejected("server full")
+            self._connections.add(connection)
+            # TCP_NODELAY and a bounded send buffer; OSError (reset already) is caught below.
+            tune_accepted(writer.get_extra_info("socket"), self.settings)
+            await self._serve(connection, reader)
+        except _Rejected as exc:
+            connection.end(str(exc))
+        except (_PeerGone, ConnectionError, OSError):
+            pass  # the peer left; nothing to tell it, nothing worth a log line
+        finally:
+            self._connections.discard(connection)
+            await connection.finish(reader)
+            self._handlers.discard(task)
+
+    async def _serve(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
+        splitter = LineSplitter(self.settings.max_message_bytes)
+        token = await self._read_hello(reader, splitter)
+        try:
+            subscription = self.hub.subscribe(
+                token, on_overflow=lambda reason: connection.end(f"slow consumer: {reason}")
+            )
+        except TooManyConnections as exc:
+            raise _Rejected("server full") from exc
+        tasks = [
+            asyncio.create_task(self._pump(connection, subscription)),
+            asyncio.create_task(self._listen(connection, reader, splitter)),
+        ]
+        try:
+            await connection.ended.wait()
+        finally:
+            subscription.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_hello(
+        self, reader: asyncio.StreamReader, splitter: LineSplitter
+    ) -> ResumeToken | None:
+        try:
+            async with asyncio.timeout(self.hello_timeout_s):
+                lines: list[bytes] = []
+                while not lines:
+                    chunk = await reader.read(READ_CHUNK)
+                    if not chunk:
+                        raise _PeerGone
+                    lines = splitter.feed(chunk)
+        except TimeoutError:
+            raise _Rejected(f"no hello within {self.hello_timeout_s:g} s") from None
+        except FrameTooLarge as exc:
+            raise _Rejected(f"hello too large: {exc}") from exc
+        try:
+            token = parse_hello(lines[0])
+        except ProtocolError as exc:
+            raise _Rejected(f"bad hello: {exc}") from exc
+        try:
+            for line in lines[1:]:
+                parse_client_line(line)
+        except ProtocolError as exc:
+            raise _Rejected(str(exc)) from exc
+        return token
+
+    async def _pump(self, connection: _Connection, subscription: Subscription) -> None:
+        """Take a whole batch, write it in one go, wait once for the socket to take it."""
+        writer = connection.writer
+        heartbeat_s = self.settings.heartbeat_s or None
+        try:
+            while True:
+                batch = await subscription.next_batch(heartbeat_s)
+                if batch:
+                    writer.write(encode_sample_lines(batch))
+                else:
+                    writer.write(encode_heartbeat(time.monotonic_ns()))
+                await writer.drain()
+        except SubscriberOverflow:
+            pass  # the overflow callback has already ended the connection
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            connection.end()
+
+    async def _listen(
+        self, connection: _Connection, reader: asyncio.StreamReader, splitter: LineSplitter
+    ) -> None:
+        """Check the client's heartbeats while the pump writes; notice EOF, reset, silence."""
+        settings = self.settings
+        dead_after_s = settings.dead_after_s if settings.heartbeat_s else None
+        try:
+            while data := await read_within(reader.read(READ_CHUNK), dead_after_s):
+                for line in splitter.feed(data):
+                    parse_client_line(line)
+        except PeerSilent as exc:
+            connection.end(f"no heartbeat from the client: {exc}")
+        except ProtocolError as exc:
+            connection.end(str(exc))
+        except (ConnectionError, OSError):
+            pass
+        connection.end()
+
+
+@asynccontextmanager
+async def connect(
+    host: str, port: int, token: ResumeToken | None, settings: Settings
+) -> AsyncIterator[AsyncIterator[Sample]]:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), settings.connect_timeout_s
+        )
+    except (OSError, TimeoutError) as exc:
+        raise ServerUnavailable(f"no tcp server at {host}:{port}: {exc!r}") from exc
+    writer.write(encode_hello(token))
+    heartbeats = (
+        asyncio.create_task(_send_heartbeats(writer, settings.heartbeat_s))
+        if settings.heartbeat_s
+        else None
+    )
+    try:
+        yield _samples(reader, settings)
+    finally:
+        if heartbeats is not None:
+            heartbeats.cancel()
+        writer.close()
+
+
+async def _send_heartbeats(writer: asyncio.StreamWriter, interval_s: float) -> None:
+    """Tell the server we are alive; it reads with a deadline too (no per-sample cost)."""
+    while not writer.is_closing():
+        await asyncio.sleep(interval_s)
+        # Never drained: a server that stopped reading gets cut by its own deadline, and
+        # the bound keeps what piles up here small meanwhile.
+        if writer.transport.get_write_buffer_size() < MAX_UNSENT_HEARTBEAT_BYTES:
+            writer.write(encode_heartbeat(time.monotonic_ns()))
+
+
+async def _samples(reader: asyncio.StreamReader, settings: Settings) -> AsyncIterator[Sample]:
+    splitter = LineSplitter(settings.max_message_bytes)
+    dead_after_s = settings.dead_after_s
+    while True:
+        try:
+            chunk = await read_within(reader.read(READ_CHUNK), dead_after_s)
+        except (ConnectionError, OSError) as exc:
+            raise ConnectionLost(f"connection failed: {exc!r}") from exc
+        if not chunk:
+            raise ConnectionLost("closed by the server")
+        for line in decode_server_lines(splitter.feed(chunk)):
+            if type(line) is Sample:
+                yield line
+            elif isinstance(line, ServerError):
+                raise ProtocolError(f"server closed the connection: {line.message}")
+            else:
+                assert isinstance(line, Heartbeat)  # its arrival reset the read deadline
+
+
+def _serve(hub: Hub, host: str, port: int, settings: Settings) -> TcpServer:
+    return TcpServer(hub, host, port, settings)
+
+
+TCP = Transport(
+    name="tcp",
+    summary="Raw asyncio TCP, one JSON per line: hello-line resume, heartbeat lines",
+    default_port=8890,
+    endpoint="tcp://{host}:{port}",
+    features=Features(
+        resume=True, heartbeat=True, browser_native=False, bidirectional=True, push=True
+    ),
+    serve=_serve,
+    connect=connect,
+    dependencies=(),
+    modules=("transports.tcp", "transports.ndjson"),
+    resume_token='hello line {"epoch":E,"since":SEQ}',
+    heartbeat='{"heartbeat":NS} lines both ways, a read deadline on each side',
+)
