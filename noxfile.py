@@ -11,13 +11,20 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite on real loopback sockets."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,experiments]")
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff, and mypy --strict on the packages."""
-    session.install("-e", ".[test,lint]")
+    session.install("-e", ".[test,lint,experiments]")
     session.run("ruff", "check", ".")
-    session.run("mypy", "model", "transports", "tests", "noxfile.py")
+    session.run("mypy", "model", "transports", "experiments", "tests", "noxfile.py")
+
+
+@nox.session
+def compare(session: nox.Session) -> None:
+    """Run every transport side by side and write results.json, report.md and plots."""
+    session.install("-e", ".[experiments]")
+    session.run("python", "-m", "experiments", *session.posargs)

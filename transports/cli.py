@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import json
@@ -187,12 +188,16 @@ async def _listen(transport: Transport, args: argparse.Namespace, settings: Sett
     posterior = BetaBinomial()
     received = 0
     try:
-        async for sample in client:
-            posterior.update(sample)
-            print(_format(sample.seq, sample.value, posterior, args.json, sample.epoch), flush=True)
-            received += 1
-            if args.count is not None and received >= args.count:
-                break
+        # Closed here, not left to asyncio.run's shutdown, which would close the generators
+        # of an open connection all at once and out of order.
+        async with contextlib.aclosing(client.__aiter__()) as samples:
+            async for sample in samples:
+                posterior.update(sample)
+                line = _format(sample.seq, sample.value, posterior, args.json, sample.epoch)
+                print(line, flush=True)
+                received += 1
+                if args.count is not None and received >= args.count:
+                    break
     except ServerUnavailable:
         raise UsageError(f"no server answered at {url} within {args.wait:g} s") from None
     return 0

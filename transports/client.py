@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from model.errors import ServerUnavailable, StreamError
@@ -85,7 +85,7 @@ class StreamClient:
         """What the next connection resumes from: the newest (epoch, seq) received."""
         return None if self._epoch is None else ResumeToken(self._epoch, self._since)
 
-    async def __aiter__(self) -> AsyncIterator[Sample]:
+    async def __aiter__(self) -> AsyncGenerator[Sample, None]:
         started = time.monotonic()
         while True:
             offered = self.token if self.settings.resume else None

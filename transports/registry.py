@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from transports.contract import Transport
+from transports.polling import LONG_POLL, POLL
+from transports.sse import SSE
+from transports.tcp import TCP
 from transports.tornado_ws import SEED, TORNADO_WS
 
 __all__ = ["TRANSPORTS", "UnknownTransport", "get"]
 
-TRANSPORTS: dict[str, Transport] = {t.name: t for t in (TORNADO_WS, SEED)}
+TRANSPORTS: dict[str, Transport] = {
+    t.name: t for t in (TORNADO_WS, SEED, SSE, POLL, LONG_POLL, TCP)
+}
 
 
 class UnknownTransport(LookupError):

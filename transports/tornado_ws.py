@@ -31,6 +31,7 @@ from model.errors import (
     ConnectionLost,
     ProtocolError,
     ServerUnavailable,
+    SubscriberOverflow,
     TooManyConnections,
 )
 from model.sample import Sample, decode_sample, encode_sample
@@ -95,12 +96,17 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
                 batch = await subscription.next_batch()
                 # Write the whole batch, then wait once for it to reach the socket: the writes
                 # coalesce, and a peer that stops reading stops us here (backpressure).
-                written = None
-                for sample in batch:
-                    written = self.write_message(encode_sample(sample))
-                if written is not None:
-                    await written
-        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
+                # gather collects every write's outcome: tornado makes each a task, and a
+                # connection closing mid-batch would otherwise log each one's failure.
+                writes = [self.write_message(encode_sample(sample)) for sample in batch]
+                for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                    if isinstance(outcome, Exception):
+                        return
+        except (
+            tornado.websocket.WebSocketClosedError,
+            tornado.iostream.StreamClosedError,
+            SubscriberOverflow,  # cut: _overflowed is closing the connection
+        ):
             pass
 
     def _overflowed(self, reason: str) -> None:

@@ -1,0 +1,118 @@
+"""``python -m experiments.pushers serve|read NAME``: one side of a minimal pusher.
+
+``serve NAME [--host H] [--port P] [--seed S] [--p P]`` prints the same ``serving NAME on
+HOST:PORT ... epoch=E`` line as ``python -m transports serve`` (so the harness's readiness
+probe applies) and pushes at saturation to every reader until SIGTERM.
+
+``read NAME --port P --epoch E [--warmup S] [--duration S] [--seed S] [--server-pid PID]``
+reads for warm-up + window and prints one JSON object: ``samples_in_window``, ``window_s``,
+``cpu_s`` (this process over the window), ``server`` (the server's CPU/RSS/IO deltas over the
+window, as the client worker reports them), ``counts`` (the ledger's) and ``error``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import secrets
+import signal
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import psutil
+
+from experiments.client_worker import ServerProbe, cpu_seconds
+from experiments.pushers import PUSHERS
+from experiments.pushers.sink import Sink
+from model.source import BernoulliSource
+
+__all__ = ["main"]
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    module = importlib.import_module(PUSHERS[args.name].module)
+    epoch = secrets.token_hex(4)
+    port, stop = await module.start_server(
+        args.host, args.port, BernoulliSource(args.p, args.seed), epoch
+    )
+    print(
+        f"serving pusher-{args.name} on {args.host}:{port} epoch={epoch} rate=0/s "
+        f"p={args.p} seed={args.seed}",
+        flush=True,
+    )
+    done = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
+    await done.wait()
+    await stop()
+    return 0
+
+
+async def _read(args: argparse.Namespace) -> dict[str, Any]:
+    module = importlib.import_module(PUSHERS[args.name].module)
+    sink = Sink(BernoulliSource(args.p, args.seed))
+    me = psutil.Process()
+    probe = ServerProbe(args.server_pid, args.port) if args.server_pid else None
+    reading = asyncio.create_task(module.read(args.host, args.port, args.epoch, sink))
+    error: str | None = None
+    window = 0.0
+    cpu = 0.0
+    # The sleeps time the warm-up and the window (what is measured), not synchronisation.
+    done, _ = await asyncio.wait({reading}, timeout=args.warmup)
+    if not done:
+        if probe is not None:
+            probe.start = probe.snapshot()
+        cpu0, t0 = cpu_seconds(me), time.monotonic()
+        sink.window_open = True
+        done, _ = await asyncio.wait({reading}, timeout=args.duration)
+        sink.window_open = False
+        window, cpu = time.monotonic() - t0, cpu_seconds(me) - cpu0
+        if probe is not None:
+            probe.end = probe.snapshot()
+    if done:
+        exc = reading.exception()
+        error = f"{type(exc).__name__}: {exc}" if exc else "the reader stopped early"
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    return {
+        "pusher": args.name,
+        "samples_in_window": sink.in_window,
+        "received": sink.received,
+        "window_s": window,
+        "cpu_s": cpu,
+        "server": probe.delta() if probe is not None else None,
+        "counts": asdict(sink.ledger.counts()),
+        "error": error,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.pushers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("serve", "read"):
+        p = sub.add_parser(command)
+        p.add_argument("name", choices=sorted(PUSHERS))
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--p", type=float, default=0.72)
+    read = sub.choices["read"]
+    read.add_argument("--epoch", required=True)
+    read.add_argument("--warmup", type=float, default=0.5)
+    read.add_argument("--duration", type=float, default=2.0)
+    read.add_argument("--server-pid", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        print(json.dumps(asyncio.run(_read(args)), separators=(",", ":")), flush=True)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Running a pusher's two sides as processes, like a transport's server and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from experiments.harness import HarnessError, ServerProcess
+from experiments.pushers import Pusher
+from transports.settings import Settings
+
+__all__ = ["PusherServer", "measure_pusher"]
+
+
+class PusherServer(ServerProcess):
+    """``python -m experiments.pushers serve NAME``, with the harness's readiness and teardown."""
+
+    def __init__(self, pusher: Pusher, *, seed: int, p: float, ready_timeout_s: float) -> None:
+        super().__init__(
+            f"pusher-{pusher.name}",
+            rate_hz=0.0,
+            settings=Settings(),
+            seed=seed,
+            p=p,
+            ready_timeout_s=ready_timeout_s,
+        )
+        self.pusher = pusher
+
+    @property
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "experiments.pushers",
+            "serve",
+            self.pusher.name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--seed",
+            str(self.seed),
+            "--p",
+            str(self.p),
+        ]
+
+
+async def measure_pusher(
+    pusher: Pusher,
+    *,
+    seed: int,
+    p: float,
+    warmup_s: float,
+    duration_s: float,
+    ready_timeout_s: float,
+) -> dict[str, Any]:
+    """Serve and read one pusher for warm-up + window; the reader's JSON result."""
+    async with PusherServer(pusher, seed=seed, p=p, ready_timeout_s=ready_timeout_s) as server:
+        assert server.epoch is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "experiments.pushers",
+            "read",
+            pusher.name,
+            "--port",
+            str(server.port),
+            "--epoch",
+            server.epoch,
+            "--seed",
+            str(seed),
+            "--p",
+            str(p),
+            "--warmup",
+            str(warmup_s),
+            "--duration",
+            str(duration_s),
+            "--server-pid",
+            str(server.pid),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(warmup_s + duration_s + ready_timeout_s):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            raise HarnessError(f"pusher reader {pusher.name} failed: {err.decode()[-500:]}")
+        result: dict[str, Any] = json.loads(out)
+        return result

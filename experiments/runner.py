@@ -1,0 +1,90 @@
+"""Runs the selected scenarios over the selected transports, ``repeats`` times.
+
+Repeats are the outer loop, so slow drift of the machine spreads over every transport alike.
+A scenario that fails for one transport (a server that does not start, a worker that dies)
+becomes an error record (``metrics`` empty, ``error`` set) and the run goes on; Ctrl-C and
+cancellation go through, tearing every process down on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.context import RunContext
+from experiments.harness import HarnessError
+from experiments.profiles import Profile
+from experiments.scenarios import Scenario
+from model.errors import StreamError
+from transports.contract import Transport
+from transports.settings import Settings
+
+__all__ = ["Progress", "run_suite"]
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI's progress bar listens to (no-ops by default)."""
+
+    step: Callable[[str], None] = lambda description: None
+    note: Callable[[str], None] = lambda text: None
+    advance: Callable[[], None] = lambda: None
+    record: Callable[[dict[str, Any]], None] = lambda record: None
+
+
+def _stop_if_cancelled() -> None:
+    # A library deep in a scenario may swallow the CancelledError of Ctrl-C (asyncio.run
+    # cancels the main task); the request stays counted on the task, so honour it here.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def run_suite(
+    profile: Profile,
+    transports: Sequence[Transport],
+    scenarios: Sequence[Scenario],
+    repeats: int,
+    settings: Settings,
+    out_dir: Path,
+    progress: Progress | None = None,
+    base_seed: int = 1,
+) -> list[dict[str, Any]]:
+    """Every record of the run, in the order measured."""
+    progress = progress or Progress()
+    shared: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    for repeat in range(repeats):
+        for scenario in scenarios:
+            for transport in transports:
+                _stop_if_cancelled()
+                progress.step(f"{scenario.name} · {transport.name} · repeat {repeat + 1}/{repeats}")
+                ctx = RunContext(
+                    transport=transport,
+                    scenario=scenario.name,
+                    profile=profile,
+                    settings=settings,
+                    repeat=repeat,
+                    seed=base_seed + repeat,
+                    out_dir=out_dir,
+                    shared=shared,
+                    note=progress.note,
+                )
+                started = time.monotonic()
+                try:
+                    new = await scenario.run(ctx)
+                except (HarnessError, StreamError, OSError, ValueError) as exc:
+                    detail = traceback.format_exception_only(exc)[-1].strip()
+                    new = [{**ctx.record({}, {}), "error": detail}]
+                for record in new:
+                    record.setdefault("elapsed_s", round(time.monotonic() - started, 2))
+                    progress.record(record)
+                records.extend(new)
+                progress.advance()
+    _stop_if_cancelled()
+    return records

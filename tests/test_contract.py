@@ -1,0 +1,213 @@
+"""The contract every registered transport obeys, on real loopback sockets.
+
+One suite parametrized over the registry: a newly registered transport is tested here without
+touching this file. Faults go through the harness's fault proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from experiments.proxy import FaultProxy
+from tests.support import FAST, Receiver, running_server, wait_until
+from transports.client import Connected, Disconnected
+from transports.contract import Transport
+from transports.registry import TRANSPORTS
+
+pytestmark = pytest.mark.parametrize("transport", list(TRANSPORTS.values()), ids=list(TRANSPORTS))
+
+
+#: Transports whose fixed settings keep a heartbeat too slow for a unit test (the seed design's
+#: 10 s pings); the blackhole experiment measures them.
+def _quick_heartbeat(transport: Transport) -> bool:
+    return transport.settings(FAST).heartbeat_s <= FAST.heartbeat_s
+
+
+def _server_hears_from_client(transport: Transport) -> bool:
+    """Whether the server can tell a silent client from a slow one.
+
+    A server that only writes (SSE) learns of a vanished peer only when its writes stop being
+    accepted, which a black hole that swallows bytes never causes; bidirectional protocols
+    (pongs, client heartbeats) and pull protocols (no request within the keep-alive) do.
+    """
+    return transport.features.bidirectional or not transport.features.push
+
+
+@contextlib.asynccontextmanager
+async def _proxied(port: int):  # type: ignore[no-untyped-def]
+    proxy = FaultProxy("127.0.0.1", port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+async def test_samples_arrive_in_order_and_posterior_matches_truth(transport: Transport) -> None:
+    async with running_server(transport, rate_hz=5_000) as server:
+        async with Receiver(transport, server.port, server.source) as rx:
+            await rx.receive(1_000)
+    first = rx.samples[0]
+    assert [s.seq for s in rx.samples[:1_000]] == list(range(first.seq, first.seq + 1_000))
+    counts = rx.ledger.counts()
+    assert (counts.lost, counts.duplicated, counts.reordered, counts.corrupted) == (0, 0, 0, 0)
+    error = rx.ledger.posterior_error()
+    assert (error.alpha_error, error.beta_error, error.mean_error) == (0, 0, 0)
+
+
+async def test_reset_mid_stream_resumes_without_loss(transport: Transport) -> None:
+    async with running_server(transport, rate_hz=2_000) as server, _proxied(server.port) as proxy:
+        async with Receiver(transport, proxy.port, server.source) as rx:
+            await rx.receive(200)
+            proxy.reset_peer()
+            await wait_until(lambda: rx.client.connection >= 2, 10, "a second connection")
+            await rx.receive(500)
+    assert any(isinstance(e, Disconnected) for e in rx.events)
+    counts = rx.ledger.counts()
+    assert rx.ledger.epochs == [server.hub.epoch]
+    if transport.features.resume:
+        assert (counts.lost, counts.duplicated) == (0, 0), counts
+        assert rx.ledger.posterior_error().mean_error == 0
+    else:
+        # No resume: the reconnected client joins live; whatever was missed is counted as lost.
+        assert counts.duplicated == 0
+
+
+async def test_server_restart_leads_client_into_new_epoch(transport: Transport) -> None:
+    async with running_server(transport, rate_hz=1_000) as server:
+        async with Receiver(transport, server.port, server.source) as rx:
+            await rx.receive(100)
+            old_epoch = server.hub.epoch
+            await server.restart()
+            await wait_until(lambda: rx.ledger.epochs[-1] == server.hub.epoch, 15, "new epoch")
+            await rx.receive(100)
+    assert rx.ledger.epochs == [old_epoch, server.hub.epoch]
+    # A sample is never counted twice, whatever the transport does around the restart.
+    counts = rx.ledger.counts()
+    assert rx.ledger.posterior.successes + rx.ledger.posterior.failures == counts.delivered
+    if transport.features.resume:
+        assert rx.ledger.counts(server.hub.epoch).lost == 0
+
+
+async def test_black_hole_is_detected_on_both_sides(transport: Transport) -> None:
+    if not _quick_heartbeat(transport):
+        pytest.skip("keeps its own slow heartbeat; measured by the blackhole experiment")
+    settings = transport.settings(FAST)
+    async with running_server(transport, rate_hz=1_000) as server, _proxied(server.port) as proxy:
+        async with Receiver(transport, proxy.port, server.source) as rx:
+            await rx.receive(100)
+            proxy.blackhole()
+            await wait_until(
+                lambda: any(isinstance(e, Disconnected) for e in rx.events),
+                (settings.dead_after_s or 0) + settings.heartbeat_s + 5,
+                "the client to notice the silence",
+            )
+            if _server_hears_from_client(transport):
+                # Tornado waits a hard-coded 5 s for the peer's close frame before it aborts.
+                await wait_until(
+                    lambda: bool(proxy.upstream_closed_ns),
+                    15,
+                    "the server to drop the dead connection",
+                )
+            proxy.heal()
+            connected = sum(isinstance(e, Connected) for e in rx.events)
+            await wait_until(
+                lambda: sum(isinstance(e, Connected) for e in rx.events) > connected,
+                15,
+                "a reconnection after healing",
+            )
+            await rx.receive(200)
+    if transport.features.resume:
+        counts = rx.ledger.counts()
+        assert (counts.lost, counts.duplicated) == (0, 0), counts
+
+
+async def _peer_gets_closed(port: int, payload: bytes) -> bytes:
+    """Send ``payload`` on a raw socket; return what came back before the server closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    try:
+        writer.write(payload)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(65536):
+                received += chunk
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    return received
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"\x16\x03\x01\x02\x00\xff\xfe garbage {not json\r\n\r\n", id="garbage"),
+        pytest.param(b"A" * (2 << 20), id="oversized"),
+    ],
+)
+async def test_hostile_peer_is_closed_and_others_keep_receiving(
+    transport: Transport, payload: bytes
+) -> None:
+    async with running_server(transport, rate_hz=1_000) as server:
+        async with Receiver(transport, server.port, server.source) as rx:
+            await rx.receive(50)
+            await _peer_gets_closed(server.port, payload)
+            await rx.receive(200)
+    counts = rx.ledger.counts()
+    assert (counts.lost, counts.duplicated) == (0, 0)
+    assert rx.client.connection == 1
+
+
+async def test_burst_of_idle_connections_does_not_disturb_others(transport: Transport) -> None:
+    async with running_server(transport, rate_hz=1_000) as server:
+        async with Receiver(transport, server.port, server.source) as rx:
+            await rx.receive(50)
+            async with asyncio.timeout(10):
+                idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(200)]
+            try:
+                await rx.receive(300)
+            finally:
+                for _, writer in idle:
+                    writer.close()
+            await rx.receive(100)
+    counts = rx.ledger.counts()
+    assert (counts.lost, counts.duplicated) == (0, 0)
+    assert rx.client.connection == 1
+
+
+async def test_client_that_stops_reading_is_cut_and_memory_stays_bounded(
+    transport: Transport,
+) -> None:
+    if not transport.features.push:
+        pytest.skip("pull transport: the server holds nothing per client between requests")
+    # A bound of 2,000 samples leaves the normal client, which shares this process's one
+    # event loop with the server, the proxy and the slow client, half a second of slack.
+    # Heartbeats relaxed too: a 0.2 s ping timeout can trip on a busy loop, not a slow peer.
+    settings = FAST.with_changes(queue_size=2_000, heartbeat_s=1.0, dead_after_s=3.0)
+    async with running_server(transport, settings, rate_hz=4_000) as server:
+        async with (
+            _proxied(server.port) as proxy,
+            Receiver(transport, server.port, server.source, settings) as normal,
+        ):
+            proxy.bandwidth(1_000)  # the slow client reads 1 kB/s: its server queue fills
+            async with Receiver(transport, proxy.port, server.source, settings) as slow:
+                # Either the server cuts it (its queue bound), or its own keepalive gives up
+                # first (pongs stuck behind the backlog): both end what the server holds for it.
+                await wait_until(
+                    lambda: (
+                        server.hub.cut_count >= 1
+                        or any(isinstance(e, Disconnected) for e in slow.events)
+                    ),
+                    15,
+                    "the slow client's connection to end",
+                )
+                await normal.receive(2_000)
+                assert slow.failure() is None
+    counts = normal.ledger.counts()
+    assert (counts.lost, counts.duplicated) == (0, 0)
+    assert normal.client.connection == 1

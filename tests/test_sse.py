@@ -1,0 +1,328 @@
+"""sse specifics: the event format, Last-Event-ID, HTTP answers, pings, slow and silent peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent
+
+# The decoders httpx-sse's EventSource runs on: the pure half of the client under test.
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from model.errors import (
+    BadResumeToken,
+    MalformedSample,
+    PeerSilent,
+    ProtocolError,
+    ServerUnavailable,
+)
+from model.sample import Sample
+from model.source import BernoulliSource
+from tests.support import FAST, wait_until
+from transports.hub import Hub
+from transports.resume import ResumeToken, parse_event_id
+from transports.settings import Settings
+from transports.sse import SSEServer, connect
+from transports.sse_wire import (
+    format_events,
+    format_retry,
+    retry_ms,
+    sample_of,
+    token_from_header,
+)
+
+EPOCH = "c0ffee"
+SOURCE = BernoulliSource(0.72, seed=3)
+
+
+def _samples(first: int, count: int, epoch: str = EPOCH) -> list[Sample]:
+    return [Sample(epoch, s, SOURCE.value(s), 1_000 + s) for s in range(first, first + count)]
+
+
+# -- pure: format and read back -------------------------------------------------------------
+
+
+def _decode(pieces: list[bytes]) -> list[ServerSentEvent]:
+    lines, events = SSELineDecoder(), SSEDecoder()
+    out: list[ServerSentEvent] = []
+    for piece in pieces:
+        for line in lines.decode(piece.decode()):
+            if (event := events.decode(line)) is not None:
+                out.append(event)
+    for line in lines.flush():
+        if (event := events.decode(line)) is not None:
+            out.append(event)
+    return out
+
+
+STREAM_SAMPLES = _samples(7, 3)
+STREAM = (
+    format_retry(0.25)
+    + format_events(STREAM_SAMPLES[:2])
+    + b": ping\n\n"
+    + format_events(STREAM_SAMPLES[2:])
+)
+
+
+@pytest.mark.parametrize("cut", range(len(STREAM) + 1))
+def test_stream_reads_back_split_at_every_offset(cut: int) -> None:
+    events = _decode([STREAM[:cut], STREAM[cut:]])
+    assert [sample_of(e) for e in events if sample_of(e) is not None] == STREAM_SAMPLES
+    assert [e.retry for e in events if e.retry is not None] == [250]
+    # The ping comes out as a data-less event carrying the last id: skipped, not a sample.
+    assert sum(sample_of(e) is None for e in events) == 2  # the retry event and the ping
+
+
+def test_stream_reads_back_one_byte_at_a_time() -> None:
+    events = _decode([STREAM[i : i + 1] for i in range(len(STREAM))])
+    assert [s for e in events if (s := sample_of(e)) is not None] == STREAM_SAMPLES
+
+
+def test_event_id_is_the_resume_token_of_its_sample() -> None:
+    sample = _samples(41, 1)[0]
+    (event,) = _decode([format_events([sample])])
+    assert parse_event_id(event.id) == ResumeToken(EPOCH, 41)
+    assert event.event == "message"
+    assert format_events([]) == b""
+
+
+def test_retry_field_is_whole_milliseconds() -> None:
+    assert format_retry(0.1) == b"retry: 100\n\n"
+    assert retry_ms(3.0) == 3000
+    assert retry_ms(0) == 0
+    with pytest.raises(ValueError):
+        retry_ms(-1)
+
+
+def test_last_event_id_header_parses_or_is_refused() -> None:
+    assert token_from_header(None) is None
+    assert token_from_header("") is None
+    assert token_from_header("ab12:5") == ResumeToken("ab12", 5)
+    for bad in ("E:5", "ab12", "ab12:", "ab12:five", "ab12: 5", "ab12:+5", "ab12:" + "9" * 200):
+        with pytest.raises(BadResumeToken):
+            token_from_header(bad)
+
+
+def test_malformed_data_is_refused() -> None:
+    with pytest.raises(MalformedSample):
+        sample_of(ServerSentEvent(data='{"epoch":"ab","seq":-1,"value":1,"sent_ns":0}'))
+    assert sample_of(ServerSentEvent(data="", id="ab:1")) is None
+
+
+# -- on sockets -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _server(settings: Settings = FAST) -> AsyncIterator[SSEServer]:
+    """An SSE server on port 0 whose hub the test publishes into by hand."""
+    server = SSEServer(Hub(EPOCH, settings), "127.0.0.1", 0, settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        async with asyncio.timeout(10):
+            await server.stop()
+
+
+def _publish(hub: Hub, count: int) -> None:
+    hub.publish(_samples(hub.next_seq, count))
+
+
+def _url(server: SSEServer, path: str = "/events") -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
+async def _read_raw(url: str, until: bytes, headers: dict[str, str] | None = None) -> bytes:
+    """The body received until ``until`` occurs in it."""
+    body = b""
+    async with asyncio.timeout(10), httpx.AsyncClient() as client:
+        async with client.stream("GET", url, headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if until in body:
+                    return body
+    raise AssertionError(f"stream ended before {until!r}")
+
+
+async def test_last_event_id_places_the_stream() -> None:
+    async with _server() as server:
+        _publish(server.hub, 50)
+        same_epoch = await _read_raw(
+            _url(server), b"id: c0ffee:12\n", {"Last-Event-ID": "c0ffee:9"}
+        )
+        assert same_epoch.startswith(b"retry: 10\n\nid: c0ffee:10\ndata: {")
+        other_epoch = await _read_raw(_url(server), b"id: c0ffee:0\n", {"Last-Event-ID": "beef:99"})
+        assert other_epoch.startswith(b"retry: 10\n\nid: c0ffee:0\n")
+        # Through the client: it sends the header itself.
+        async with connect("127.0.0.1", server.port, ResumeToken(EPOCH, 44), FAST) as stream:
+            got = [await anext(stream) for _ in range(5)]
+        assert got == _samples(45, 5)
+
+
+async def test_bad_last_event_id_gets_400_with_the_reason() -> None:
+    async with _server() as server, httpx.AsyncClient() as client:
+        response = await client.get(_url(server), headers={"Last-Event-ID": "not-a-token"})
+        assert response.status_code == 400
+        assert "bad Last-Event-ID" in response.text and "EPOCH:SEQ" in response.text
+        with_body = await client.post(_url(server), content=b"x")  # not GET at all
+        assert with_body.status_code == 405
+        response = await client.request("GET", _url(server), content=b"hello")
+        assert response.status_code == 400
+        assert "no request body" in response.text
+
+
+async def test_other_paths_get_404_and_full_server_503() -> None:
+    settings = FAST.with_changes(max_connections=1)
+    async with _server(settings) as server:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(_url(server, "/"))).status_code == 404
+            assert (await client.get(_url(server, "/events/x"))).status_code == 404
+        # uvicorn counts every open connection, an idle keep-alive one too: that one is closed.
+        async with connect("127.0.0.1", server.port, None, settings) as stream:
+            _publish(server.hub, 1)
+            await anext(stream)
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(_url(server))).status_code == 503
+            with pytest.raises(ProtocolError, match="HTTP 503"):
+                async with connect("127.0.0.1", server.port, None, settings):
+                    pass
+
+
+async def test_comment_pings_arrive_and_the_client_skips_them() -> None:
+    settings = FAST.with_changes(heartbeat_s=0.05)
+    async with _server(settings) as server:
+        body = await _read_raw(_url(server), b": ping\n\n: ping\n\n")
+        assert body.startswith(b"retry: 10\n\n")
+        async with connect("127.0.0.1", server.port, None, settings) as stream:
+            _publish(server.hub, 1)
+            first = await anext(stream)
+            # A later connection saw a ping, so this one (whose timer started first) did too.
+            await _read_raw(_url(server), b": ping\n\n")
+            _publish(server.hub, 1)
+            second = await anext(stream)
+        assert [first.seq, second.seq] == [0, 1]
+        assert stream.retry_ms == 10
+
+
+async def test_silent_server_raises_peer_silent() -> None:
+    quiet = FAST.with_changes(heartbeat_s=0.0)  # no pings, no samples: nothing ever arrives
+    async with _server(quiet) as server:
+        async with connect(
+            "127.0.0.1", server.port, None, FAST.with_changes(dead_after_s=0.2)
+        ) as s:
+            with pytest.raises(PeerSilent):
+                await anext(s)  # the retry event arrives, then silence
+
+
+async def test_stopping_server_ends_the_stream_cleanly() -> None:
+    async with _server() as server:
+        async with connect("127.0.0.1", server.port, None, FAST) as stream:
+            _publish(server.hub, 3)
+            assert (await anext(stream)).seq == 0
+            await server.stop()
+            rest = [sample async for sample in stream]
+        assert [s.seq for s in rest] == [1, 2]
+
+
+async def test_connect_errors_are_converted() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(ServerUnavailable):
+        async with connect("127.0.0.1", port, None, FAST):
+            pass
+
+    async def not_sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        await writer.drain()
+        writer.close()
+
+    plain = await asyncio.start_server(not_sse, "127.0.0.1", 0)
+    async with plain:
+        port = plain.sockets[0].getsockname()[1]
+        with pytest.raises(ProtocolError, match=r"text/plain.*hello"):
+            async with connect("127.0.0.1", port, None, FAST):
+                pass
+
+
+async def _stalled_peer(
+    server: SSEServer,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A peer that asks for the stream and then reads nothing (until the test reads)."""
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", server.port))
+    stalled.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    subscribers = server.hub.subscriber_count + 1
+    await wait_until(lambda: server.hub.subscriber_count == subscribers, 5, "the subscriber")
+    return await asyncio.open_connection(sock=stalled)
+
+
+async def _rest_of(reader: asyncio.StreamReader) -> bytes:
+    received = b""
+    async with asyncio.timeout(10):
+        while chunk := await reader.read(1 << 20):
+            received += chunk
+    return received
+
+
+async def test_client_that_stops_reading_is_cut_and_others_keep_receiving() -> None:
+    settings = FAST.with_changes(queue_size=300, history=100_000)
+    async with _server(settings) as server:
+        reader, writer = await _stalled_peer(server)
+
+        got: list[Sample] = []
+        async with connect("127.0.0.1", server.port, None, settings) as stream:
+
+            async def collect() -> None:
+                async for sample in stream:
+                    got.append(sample)
+
+            collector = asyncio.create_task(collect())
+            await wait_until(lambda: server.hub.subscriber_count == 2, 5, "the reading client")
+            try:
+                # Publish in steps the reader takes in full, until the stalled one is cut.
+                async with asyncio.timeout(15):
+                    while server.hub.cut_count == 0:
+                        _publish(server.hub, 200)
+                        await wait_until(lambda: len(got) == server.hub.next_seq, 5, "a step")
+                # Its connection is dropped, not left to a graceful close it would never read.
+                await wait_until(lambda: server.open_connections == 1, 5, "the connection freed")
+                received = await _rest_of(reader)
+                assert received.startswith(b"HTTP/1.1 200 OK")
+                assert not received.endswith(b"0\r\n\r\n")  # no end of the chunked body
+                _publish(server.hub, 200)
+                await wait_until(lambda: len(got) == server.hub.next_seq, 5, "samples after")
+            finally:
+                collector.cancel()
+                await asyncio.wait({collector}, timeout=5)
+                writer.close()
+        assert server.hub.cut_count == 1
+        assert [s.seq for s in got] == list(range(server.hub.next_seq))
+
+
+async def test_send_stalled_past_the_dead_peer_timeout_drops_the_peer() -> None:
+    # A queue too long to cut it: sse-starlette's send timeout is what notices this peer.
+    settings = FAST.with_changes(queue_size=1_000_000, history=200_000, dead_after_s=0.3)
+    async with _server(settings) as server:
+        reader, writer = await _stalled_peer(server)
+        try:
+            for _ in range(100):  # ~10 MB: more than the socket buffers between us hold
+                _publish(server.hub, 1_000)
+                await asyncio.sleep(0)  # let the server write
+            await wait_until(lambda: server.open_connections == 0, 5, "the connection dropped")
+            assert not (await _rest_of(reader)).endswith(b"0\r\n\r\n")
+        finally:
+            writer.close()
+        assert (server.hub.cut_count, server.hub.subscriber_count) == (0, 0)

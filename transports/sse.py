@@ -1,0 +1,385 @@
+"""Server-Sent Events: starlette + sse-starlette under uvicorn, read with httpx + httpx-sse.
+
+Server: ``GET /events`` answers ``text/event-stream``; each sample is one event with
+``id: EPOCH:SEQ`` and ``data:`` its wire JSON, a whole hub batch per chunk. The stream opens with
+``retry:`` (the shared backoff base) and carries a comment ping every ``heartbeat_s``. A
+``Last-Event-ID: EPOCH:SEQ`` header resumes (sse-starlette leaves the header to the app).
+Answers: 400 for a malformed ``Last-Event-ID`` or a request body, 503 when full (the hub's limit
+or uvicorn's ``limit_concurrency``), 404 elsewhere, 400 from uvicorn for a request it cannot
+parse or whose head exceeds ``max_message_bytes``. A subscriber the hub cuts (it stopped
+reading) and a send stuck longer than ``dead_after_s`` get their connection aborted: a peer
+that reads nothing would otherwise hold a graceful close, and its connection slot, forever.
+
+Client: one ``GET`` through ``httpx_sse.aconnect_sse`` (``Last-Event-ID`` when resuming). Every
+network read runs under the shared dead-peer deadline; httpx's own read timeout is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
+from functools import partial
+
+import anyio
+import httpx
+import uvicorn
+from httpx_sse import EventSource, aconnect_sse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from model.errors import (
+    BadResumeToken,
+    ConnectionLost,
+    ProtocolError,
+    ServerUnavailable,
+    SubscriberOverflow,
+    TooManyConnections,
+)
+from model.sample import Sample
+from transports.contract import Features, Transport
+from transports.deadline import read_within
+from transports.hub import Hub, Subscription
+from transports.resume import ResumeToken, format_event_id
+from transports.settings import Settings
+from transports.sse_wire import (
+    LINE_END,
+    PING_COMMENT,
+    format_events,
+    format_retry,
+    sample_of,
+    token_from_header,
+)
+
+__all__ = ["SSE", "SSEServer", "SampleEvents", "connect"]
+
+PATH = "/events"
+_log = logging.getLogger(__name__)
+#: How long a stopping server waits for its streams to end before aborting what is left.
+_STOP_GRACE_S = 1.0
+#: Most bytes of an error response's body quoted in a client's error.
+_EXCERPT = 200
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the program embedding it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would replace SIGINT/SIGTERM handlers with its own; the CLI owns them.
+        yield
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment=PING_COMMENT, sep=LINE_END)
+
+
+class _SampleStream(EventSourceResponse):
+    """One subscriber's event stream; ends cleanly when the server stops."""
+
+    def __init__(self, owner: SSEServer, subscription: Subscription) -> None:
+        settings = owner.settings
+        super().__init__(
+            self._chunks(subscription, settings.backoff_base_s),
+            ping=settings.heartbeat_s,
+            sep=LINE_END,
+            ping_message_factory=_ping,
+            send_timeout=settings.dead_after_s,
+        )
+        self._owner = owner
+        self._subscription = subscription
+        self._ending = anyio.CancelScope()
+
+    @staticmethod
+    async def _chunks(subscription: Subscription, retry_s: float) -> AsyncIterator[bytes]:
+        yield format_retry(retry_s)
+        try:
+            while True:
+                # A whole batch per chunk: one ASGI send (one socket write) per batch.
+                yield format_events(await subscription.next_batch())
+        except SubscriberOverflow:
+            return  # cut by the hub, whose callback has already dropped the connection
+
+    def end(self) -> None:
+        """Stop streaming (server shutdown); the response is then completed."""
+        self._ending.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._owner.streams.add(self)
+        try:
+            with self._ending:
+                await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            await self._drop(scope, receive, "a send stalled past the dead-peer timeout")
+            return
+        finally:
+            self._owner.streams.discard(self)
+            self._subscription.close()
+        if self._ending.cancelled_caught:
+            with anyio.move_on_after(_STOP_GRACE_S) as waited:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if waited.cancelled_caught:
+                await self._drop(scope, receive, "it did not take the end of the stream")
+
+    async def _drop(self, scope: Scope, receive: Receive, reason: str) -> None:
+        """Abort the connection, then wait for uvicorn to see it gone.
+
+        Returning before uvicorn has noticed would make it log an unfinished response.
+        """
+        self._owner.abort(scope.get("client"), reason)
+        with anyio.move_on_after(_STOP_GRACE_S):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+
+class SSEServer:
+    """uvicorn serving a starlette app with the event stream at ``/events``."""
+
+    def __init__(self, hub: Hub, host: str, port: int, settings: Settings) -> None:
+        self.hub, self.host, self._port, self.settings = hub, host, port, settings
+        self.streams: set[_SampleStream] = set()
+        self.app = Starlette(routes=[Route(PATH, self._events, methods=["GET"])])
+        self._uvicorn: _EmbeddedUvicorn | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def _events(self, request: Request) -> Response:
+        headers = request.headers
+        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+            return PlainTextResponse(f"GET {PATH} takes no request body\n", status_code=400)
+        client = request.scope.get("client")
+        try:
+            token = token_from_header(headers.get("last-event-id"))
+            subscription = self.hub.subscribe(token, on_overflow=partial(self.abort, client))
+        except BadResumeToken as exc:
+            return PlainTextResponse(f"bad Last-Event-ID: {exc}\n", status_code=400)
+        except TooManyConnections as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=503)
+        return _SampleStream(self, subscription)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections uvicorn holds open now (streams, idle keep-alives, half-read requests)."""
+        return 0 if self._uvicorn is None else len(self._uvicorn.server_state.connections)
+
+    def abort(self, client: tuple[str, int] | None, reason: str) -> None:
+        """Drop the connection from ``client`` at once, unsent bytes and all.
+
+        ASGI does not hand the app its transport, so find it among uvicorn's connections.
+        """
+        if self._uvicorn is None or client is None:
+            return
+        _log.info("dropping the connection from %s:%d: %s", *client, reason)
+        for connection in list(self._uvicorn.server_state.connections):
+            if getattr(connection, "client", None) == tuple(client):
+                connection.transport.abort()
+
+    async def start(self) -> None:
+        # Our own socket, so port 0 works and the bound port can be read back.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._port))
+            sock.listen(2048)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._port = sock.getsockname()[1]
+        ready = asyncio.Event()
+
+        async def started() -> None:
+            ready.set()
+
+        config = uvicorn.Config(
+            self.app,
+            http="h11",  # the same parser and limits whether or not httptools is installed
+            ws="none",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            # Bounds a request's head (h11 buffers at most this much of an incomplete event).
+            h11_max_incomplete_event_size=self.settings.max_message_bytes,
+            # uvicorn counts the asking connection too: this admits max_connections streams.
+            limit_concurrency=self.settings.max_connections + 1,
+            timeout_graceful_shutdown=1,
+            # uvicorn calls this on its first tick after binding: our readiness signal.
+            callback_notify=started,
+        )
+        server = _EmbeddedUvicorn(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if serving.done():
+            sock.close()
+            serving.result()
+            raise RuntimeError("uvicorn stopped while starting")
+        self._uvicorn, self._serving = server, serving
+
+    async def stop(self) -> None:
+        server, serving = self._uvicorn, self._serving
+        if server is None or serving is None:
+            return
+        server.should_exit = True
+        for stream in list(self.streams):
+            stream.end()
+        done, _ = await asyncio.wait({serving}, timeout=_STOP_GRACE_S)
+        if not done:
+            # Peers that stopped reading keep a graceful close pending forever.
+            for connection in list(server.server_state.connections):
+                connection.transport.abort()
+            await serving
+        self._uvicorn = self._serving = None
+
+
+class _DeadlineStream(httpx.AsyncByteStream):
+    """A response body whose every network read must finish within ``seconds``.
+
+    The deadline wraps the read of a network chunk, not each event: a chunk holds a whole
+    batch, so a busy stream pays for one timer per batch.
+    """
+
+    def __init__(self, inner: httpx.AsyncByteStream, seconds: float | None) -> None:
+        self._inner, self._seconds = inner, seconds
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = aiter(self._inner)
+        while True:
+            try:
+                chunk = await read_within(anext(chunks), self._seconds)
+            except StopAsyncIteration:
+                return
+            yield chunk
+            # A read from a full buffer completes without suspending: yield to the loop once
+            # per chunk, or a busy stream would starve every other task of this process.
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class SampleEvents:
+    """The samples of one event-stream response.
+
+    ``retry_ms`` records the server's latest ``retry:`` hint. The shared client keeps its own
+    backoff, which the server's hint mirrors (both come from ``backoff_base_s``).
+    """
+
+    def __init__(self, source: EventSource, dead_after_s: float | None) -> None:
+        stream = source.response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):
+            raise TypeError("an async client's response has an async stream")
+        source.response.stream = _DeadlineStream(stream, dead_after_s)
+        self._source = source
+        self.retry_ms: int | None = None
+        self._events = self._samples()
+
+    def __aiter__(self) -> SampleEvents:
+        return self
+
+    def __anext__(self) -> Awaitable[Sample]:
+        return self._events.__anext__()
+
+    async def aclose(self) -> None:
+        # RuntimeError: the generator is running in another task and cannot be closed from
+        # here; the response is closed right after, which ends the read it is waiting in.
+        with contextlib.suppress(RuntimeError):
+            await self._events.aclose()
+
+    async def _samples(self) -> AsyncGenerator[Sample, None]:
+        try:
+            async for event in self._source.aiter_sse():
+                if event.retry is not None:
+                    self.retry_ms = event.retry
+                sample = sample_of(event)
+                if sample is not None:
+                    yield sample
+        except httpx.DecodingError as exc:
+            raise ProtocolError(f"undecodable event stream: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc or 'connection broken'}") from exc
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://{host}:{port}{PATH}"
+
+
+async def _excerpt(response: httpx.Response) -> str:
+    """The start of an error response's body, for the error message."""
+    body = b""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= _EXCERPT:
+                    break
+    return body[:_EXCERPT].decode("utf-8", "replace").strip()
+
+
+async def _check(response: httpx.Response) -> None:
+    if response.status_code != 200:
+        raise ProtocolError(f"HTTP {response.status_code}: {await _excerpt(response)}")
+    content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+    if content_type != "text/event-stream":
+        raise ProtocolError(
+            f"expected Content-Type text/event-stream, got {content_type!r}: "
+            f"{await _excerpt(response)}"
+        )
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    host: str, port: int, token: ResumeToken | None, settings: Settings
+) -> AsyncIterator[SampleEvents]:
+    url = _url(host, port)
+    headers = {} if token is None else {"Last-Event-ID": format_event_id(token.epoch, token.since)}
+    # No read timeout from httpx: the dead-peer deadline on each read is ours.
+    timeout = httpx.Timeout(settings.connect_timeout_s, read=None)
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                source = await stack.enter_async_context(
+                    aconnect_sse(client, "GET", url, headers=headers)
+                )
+                await _check(source.response)
+        except (httpx.ConnectError, httpx.ConnectTimeout, TimeoutError) as exc:
+            raise ServerUnavailable(f"no SSE server at {url}: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise ConnectionLost(f"{type(exc).__name__} before the response: {exc}") from exc
+        events = SampleEvents(source, settings.dead_after_s)
+        stack.push_async_callback(events.aclose)
+        yield events
+
+
+def _serve(hub: Hub, host: str, port: int, settings: Settings) -> SSEServer:
+    return SSEServer(hub, host, port, settings)
+
+
+SSE = Transport(
+    name="sse",
+    summary="Server-Sent Events: starlette + sse-starlette under uvicorn, httpx-sse client",
+    default_port=8889,
+    endpoint="http://{host}:{port}" + PATH,
+    features=Features(
+        resume=True, heartbeat=True, browser_native=True, bidirectional=False, push=True
+    ),
+    serve=_serve,
+    connect=connect,
+    dependencies=("starlette", "sse-starlette", "uvicorn", "httpx", "httpx-sse"),
+    modules=("transports.sse", "transports.sse_wire"),
+    resume_token="Last-Event-ID: E:SEQ (event id E:SEQ)",
+    heartbeat="SSE comment ping, client read deadline",
+)
