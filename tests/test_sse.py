@@ -16,6 +16,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from model.errors import (
     BadResumeToken,
+    FrameTooLarge,
     MalformedSample,
     PeerSilent,
     ProtocolError,
@@ -326,3 +327,20 @@ async def test_send_stalled_past_the_dead_peer_timeout_drops_the_peer() -> None:
         finally:
             writer.close()
         assert (server.hub.cut_count, server.hub.subscriber_count) == (0, 0)
+
+
+async def test_endless_line_from_a_server_is_refused() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 5\n\n")
+        writer.write(b"data: " + b"x" * 5_000)  # never ends the line
+        await writer.drain()
+        await reader.read()  # hold the connection until the client leaves
+
+    hostile = await asyncio.start_server(endless, "127.0.0.1", 0)
+    async with hostile:
+        port = hostile.sockets[0].getsockname()[1]
+        settings = FAST.with_changes(max_message_bytes=1_024)
+        async with connect("127.0.0.1", port, None, settings) as stream:
+            with pytest.raises(FrameTooLarge, match="1024 bytes"):
+                await anext(stream)

@@ -34,10 +34,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from model.errors import (
     BadResumeToken,
     ConnectionLost,
+    FrameTooLarge,
     ProtocolError,
     ServerUnavailable,
     SubscriberOverflow,
@@ -49,6 +51,7 @@ from transports.deadline import read_within
 from transports.hub import Hub, Subscription
 from transports.resume import ResumeToken, format_event_id
 from transports.settings import Settings
+from transports.sockets import tune_accepted
 from transports.sse_wire import (
     LINE_END,
     PING_COMMENT,
@@ -75,6 +78,17 @@ class _EmbeddedUvicorn(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # uvicorn would replace SIGINT/SIGTERM handlers with its own; the CLI owns them.
         yield
+
+
+def _protocol(settings: Settings) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, tuning each accepted socket as every server here does."""
+
+    class TunedH11Protocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            tune_accepted(transport.get_extra_info("socket"), settings)
+            super().connection_made(transport)
+
+    return TunedH11Protocol
 
 
 def _ping() -> ServerSentEvent:
@@ -203,7 +217,8 @@ class SSEServer:
 
         config = uvicorn.Config(
             self.app,
-            http="h11",  # the same parser and limits whether or not httptools is installed
+            # h11 always: the same parser and limits whether or not httptools is installed.
+            http=_protocol(self.settings),
             ws="none",
             lifespan="off",
             access_log=False,
@@ -244,23 +259,29 @@ class SSEServer:
         self._uvicorn = self._serving = None
 
 
-class _DeadlineStream(httpx.AsyncByteStream):
-    """A response body whose every network read must finish within ``seconds``.
+class _GuardedStream(httpx.AsyncByteStream):
+    """A response body read under the dead-peer deadline and the line-size limit.
 
-    The deadline wraps the read of a network chunk, not each event: a chunk holds a whole
-    batch, so a busy stream pays for one timer per batch.
+    The deadline wraps each network read, not each event: a chunk holds a whole batch, so a
+    busy stream pays for one timer per batch. httpx-sse would buffer an endless line whole,
+    so a line longer than ``max_line`` bytes ends the stream (:class:`FrameTooLarge`).
     """
 
-    def __init__(self, inner: httpx.AsyncByteStream, seconds: float | None) -> None:
-        self._inner, self._seconds = inner, seconds
+    def __init__(self, inner: httpx.AsyncByteStream, seconds: float | None, max_line: int) -> None:
+        self._inner, self._seconds, self._max_line = inner, seconds, max_line
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = aiter(self._inner)
+        line = 0  # bytes of the line not yet ended
         while True:
             try:
                 chunk = await read_within(anext(chunks), self._seconds)
             except StopAsyncIteration:
                 return
+            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+            line = line + len(chunk) if end < 0 else len(chunk) - end - 1
+            if line > self._max_line:
+                raise FrameTooLarge(f"an event-stream line over {self._max_line} bytes")
             yield chunk
             # A read from a full buffer completes without suspending: yield to the loop once
             # per chunk, or a busy stream would starve every other task of this process.
@@ -277,11 +298,14 @@ class SampleEvents:
     backoff, which the server's hint mirrors (both come from ``backoff_base_s``).
     """
 
-    def __init__(self, source: EventSource, dead_after_s: float | None) -> None:
+    def __init__(self, source: EventSource, settings: Settings) -> None:
         stream = source.response.stream
         if not isinstance(stream, httpx.AsyncByteStream):
             raise TypeError("an async client's response has an async stream")
-        source.response.stream = _DeadlineStream(stream, dead_after_s)
+        # Beneath httpx-sse's parser, so every network read it makes is guarded.
+        source.response.stream = _GuardedStream(
+            stream, settings.dead_after_s, settings.max_message_bytes
+        )
         self._source = source
         self.retry_ms: int | None = None
         self._events = self._samples()
@@ -359,7 +383,7 @@ async def connect(
             raise ServerUnavailable(f"no SSE server at {url}: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise ConnectionLost(f"{type(exc).__name__} before the response: {exc}") from exc
-        events = SampleEvents(source, settings.dead_after_s)
+        events = SampleEvents(source, settings)
         stack.push_async_callback(events.aclose)
         yield events
 
