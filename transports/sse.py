@@ -310,8 +310,9 @@ class SampleEvents:
         self.retry_ms: int | None = None
         self._events = self._samples()
 
-    def __aiter__(self) -> SampleEvents:
-        return self
+    def __aiter__(self) -> AsyncIterator[Sample]:
+        # The generator itself, so ``async for`` steps it without a Python call per sample.
+        return self._events
 
     def __anext__(self) -> Awaitable[Sample]:
         return self._events.__anext__()
