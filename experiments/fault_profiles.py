@@ -3,8 +3,9 @@
 Kept beside :mod:`experiments.profiles` rather than inside it so the fault scenarios own their
 knobs; every value a scenario uses is also written into its records' ``params``.
 
-Faults per transport = ``repeats`` (from the profile) x rounds (x connections, for the black
-hole, where each faulted connection goes through its own proxy and is one independent fault).
+Faults per transport = ``repeats`` (this profile's, not the steady-state repeats) x rounds
+(x connections, for the black hole, where each faulted connection goes through its own proxy
+and is one independent fault). The default profile injects 5 or more of each per transport.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ __all__ = ["FAULT_PROFILES", "FaultProfile", "fault_profile"]
 
 @dataclass(frozen=True, slots=True)
 class FaultProfile:
+    #: How many of the run's repeats the fault scenarios take part in (the faults of one run
+    #: are already many; ``--repeat N`` given on the command line overrides it).
+    repeats: int
     #: Publish rate during the fault scenarios (samples per second).
     rate_hz: float
     #: Samples flow this long before each fault and after the last recovery.
@@ -50,6 +54,7 @@ class FaultProfile:
 
 FAULT_PROFILES: dict[str, FaultProfile] = {
     "quick": FaultProfile(
+        repeats=1,
         rate_hz=100.0,
         settle_s=0.4,
         recover_timeout_s=12.0,
@@ -60,36 +65,38 @@ FAULT_PROFILES: dict[str, FaultProfile] = {
         blackhole_connections=2,
         blackhole_grace_s=0.0,
         blackhole_max_hold_s=7.0,
-        slow_phase_s=1.5,
+        slow_phase_s=1.0,
         slow_read_fraction=0.1,
         idle_burst=200,
         bad_answer_timeout_s=1.0,
     ),
     "default": FaultProfile(
+        repeats=1,
         rate_hz=100.0,
         settle_s=0.5,
         recover_timeout_s=15.0,
-        restart_rounds=2,
+        restart_rounds=5,
         restart_downtime_s=0.5,
-        reset_rounds=2,
+        reset_rounds=5,
         blackhole_rounds=1,
-        blackhole_connections=2,
+        blackhole_connections=6,
         blackhole_grace_s=2.0,
         blackhole_max_hold_s=30.0,
-        slow_phase_s=3.0,
+        slow_phase_s=2.0,
         slow_read_fraction=0.1,
         idle_burst=300,
-        bad_answer_timeout_s=3.0,
+        bad_answer_timeout_s=2.0,
     ),
     "full": FaultProfile(
+        repeats=2,
         rate_hz=100.0,
         settle_s=1.0,
         recover_timeout_s=20.0,
-        restart_rounds=2,
+        restart_rounds=5,
         restart_downtime_s=1.0,
-        reset_rounds=3,
+        reset_rounds=5,
         blackhole_rounds=1,
-        blackhole_connections=3,
+        blackhole_connections=5,
         blackhole_grace_s=6.0,
         blackhole_max_hold_s=45.0,
         slow_phase_s=8.0,

@@ -17,6 +17,11 @@ and ``stopped`` client groups beside ``normal`` ones.
 
 Every process started here is registered in :data:`LIVE` until reaped, so the CLI can kill
 stragglers on the way out whatever happened.
+
+Leaving a server's ``async with`` block does not wait for its teardown: the SIGTERM-and-reap
+runs in the background (while the next server starts), and :meth:`ClientProcess.start` first
+waits for every pending teardown (:func:`settle_teardowns`), so no measurement ever runs beside
+a server that is still shutting down.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = [
     "kill_all",
     "parse_serving_line",
     "settings_args",
+    "settle_teardowns",
 ]
 
 #: Every child process still running, by pid.
@@ -129,6 +135,16 @@ async def _reap(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
         LIVE.pop(proc.pid, None)
 
 
+#: Server teardowns still running in the background.
+_TEARDOWNS: set[asyncio.Task[None]] = set()
+
+
+async def settle_teardowns() -> None:
+    """Wait until every server handed to the background teardown has exited."""
+    while _TEARDOWNS:
+        await asyncio.gather(*list(_TEARDOWNS), return_exceptions=True)
+
+
 def _tail(log: IO[bytes], limit: int = 2000) -> str:
     log.flush()
     log.seek(0)
@@ -149,7 +165,9 @@ class ServerProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         ready_timeout_s: float = 20.0,
-        stop_timeout_s: float = 5.0,
+        # A server with no clients left exits on SIGTERM in well under a second; one that
+        # lingers (a graceful shutdown waiting on a dead peer) is not worth waiting 5 s for.
+        stop_timeout_s: float = 2.0,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.transport, self.rate_hz, self.settings = transport, rate_hz, settings
@@ -296,7 +314,12 @@ class ServerProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        if exc_type is not None:
+            await self.stop()  # on errors and Ctrl-C: gone before anything else happens
+            return
+        task = asyncio.create_task(self.stop())
+        _TEARDOWNS.add(task)
+        task.add_done_callback(_TEARDOWNS.discard)
 
 
 # A worker process spawned ahead of need: it imports everything, then blocks reading its job
@@ -398,6 +421,7 @@ class ClientProcess:
         return self._proc.pid
 
     async def start(self) -> None:
+        await settle_teardowns()  # nothing shuts down beside a measurement
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
         proc = await _take_spare(self._log)
         self._proc = proc

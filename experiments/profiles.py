@@ -97,20 +97,23 @@ PROFILES: dict[str, Profile] = {
         Profile(
             name="quick",
             repeats=1,
-            latency=LatencyProfile(rates_hz=(1000.0,), warmup_s=0.2, duration_s=1.0),
-            throughput=ThroughputProfile(warmup_s=0.2, duration_s=0.8),
-            fanout=FanoutProfile(clients=(1, 10, 100), rate_hz=10.0, warmup_s=0.2, duration_s=0.7),
-            complexity=ComplexityProfile(wire_rate_hz=200.0, wire_duration_s=0.5),
+            # A smoke test of the pipeline under a minute for every transport: short windows.
+            latency=LatencyProfile(rates_hz=(1000.0,), warmup_s=0.2, duration_s=0.8),
+            throughput=ThroughputProfile(warmup_s=0.2, duration_s=0.6),
+            fanout=FanoutProfile(clients=(1, 10, 100), rate_hz=10.0, warmup_s=0.2, duration_s=0.5),
+            complexity=ComplexityProfile(wire_rate_hz=200.0, wire_duration_s=0.4),
         ),
         Profile(
             name="default",
             repeats=3,
+            # Windows sized to the 10-minute budget of the whole default run (steady state
+            # and faults): 1.5 s is 1,500 samples at 1,000/s, 15 per client at 10/s.
             latency=LatencyProfile(
-                rates_hz=(10.0, 1000.0, 10000.0), warmup_s=0.5, duration_s=2.0, min_samples=40
+                rates_hz=(10.0, 1000.0, 10000.0), warmup_s=0.3, duration_s=1.5, min_samples=40
             ),
-            throughput=ThroughputProfile(warmup_s=0.5, duration_s=2.0),
+            throughput=ThroughputProfile(warmup_s=0.3, duration_s=1.5),
             fanout=FanoutProfile(
-                clients=(1, 10, 100, 1000), rate_hz=10.0, warmup_s=0.5, duration_s=2.0
+                clients=(1, 10, 100, 1000), rate_hz=10.0, warmup_s=0.3, duration_s=1.5
             ),
             complexity=ComplexityProfile(wire_rate_hz=200.0, wire_duration_s=1.0),
         ),

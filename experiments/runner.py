@@ -1,6 +1,11 @@
 """Runs the selected scenarios over the selected transports, ``repeats`` times.
 
 Repeats are the outer loop, so slow drift of the machine spreads over every transport alike.
+Fault scenarios run ``fault_repeats`` times (their profile injects enough faults per run),
+and a scenario whose figures are bound by timers of seconds (``concurrent = True``: restart,
+reset, black hole, bad input) runs every transport at once, each on its own server, proxies
+and worker; the others (every steady-state measurement, the slow consumer's latency) run one
+transport at a time on an otherwise idle machine.
 A scenario that fails for one transport (a server that does not start, a worker that dies)
 becomes an error record (``metrics`` empty, ``error`` set) and the run goes on; Ctrl-C and
 cancellation go through, tearing every process down on the way.
@@ -24,7 +29,7 @@ from model.errors import StreamError
 from transports.contract import Transport
 from transports.settings import Settings
 
-__all__ = ["Progress", "run_suite"]
+__all__ = ["Progress", "run_suite", "scenario_repeats"]
 
 
 @dataclass
@@ -54,6 +59,7 @@ async def run_suite(
     out_dir: Path,
     progress: Progress | None = None,
     base_seed: int = 1,
+    fault_repeats: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every record of the run, in the order measured."""
     progress = progress or Progress()
@@ -61,9 +67,15 @@ async def run_suite(
     records: list[dict[str, Any]] = []
     for repeat in range(repeats):
         for scenario in scenarios:
-            for transport in transports:
+            if scenario.kind == "fault" and repeat >= scenario_repeats(
+                scenario, repeats, fault_repeats
+            ):
+                continue
+
+            async def one(
+                transport: Transport, scenario: Scenario = scenario, repeat: int = repeat
+            ) -> list[dict[str, Any]]:
                 _stop_if_cancelled()
-                progress.step(f"{scenario.name} · {transport.name} · repeat {repeat + 1}/{repeats}")
                 ctx = RunContext(
                     transport=transport,
                     scenario=scenario.name,
@@ -84,7 +96,29 @@ async def run_suite(
                 for record in new:
                     record.setdefault("elapsed_s", round(time.monotonic() - started, 2))
                     progress.record(record)
-                records.extend(new)
                 progress.advance()
+                return new
+
+            if getattr(scenario, "concurrent", False) and len(transports) > 1:
+                progress.step(
+                    f"{scenario.name} · {len(transports)} transports at once · "
+                    f"repeat {repeat + 1}/{repeats}"
+                )
+                # Records stay in transport order, whichever finished first.
+                for new in await asyncio.gather(*(one(t) for t in transports)):
+                    records.extend(new)
+            else:
+                for transport in transports:
+                    progress.step(
+                        f"{scenario.name} · {transport.name} · repeat {repeat + 1}/{repeats}"
+                    )
+                    records.extend(await one(transport))
     _stop_if_cancelled()
     return records
+
+
+def scenario_repeats(scenario: Scenario, repeats: int, fault_repeats: int | None) -> int:
+    """How many of the run's repeats ``scenario`` takes part in."""
+    if scenario.kind == "fault" and fault_repeats is not None:
+        return min(repeats, fault_repeats)
+    return repeats

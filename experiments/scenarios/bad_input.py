@@ -107,6 +107,8 @@ class BadInput:
 
     name = "bad-input"
     kind = "fault"
+    #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
+    concurrent = True
 
     async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
         fp = fault_profile(ctx.profile.name)

@@ -49,6 +49,8 @@ class Blackhole:
 
     name = "blackhole"
     kind = "fault"
+    #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
+    concurrent = True
 
     async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
         fp = fault_profile(ctx.profile.name)
@@ -90,6 +92,13 @@ class Blackhole:
                 d is not None and d <= target for d in server_drops
             )
         metrics["recovered"] = recovered
+        # A hole held ``hold_s`` at most: what was not noticed by then is said so, not capped.
+        for key, label in (("detect_s", "client"), ("server_drop_s", "server")):
+            if metrics.get(f"{key}_missed"):
+                metrics[f"{key}_note"] = (
+                    f"{label}: {metrics[f'{key}_missed']} of {metrics['faults']} "
+                    f"not detected within {hold_s:g} s"
+                )
         params = {
             "rate_hz": fp.rate_hz,
             "rounds": fp.blackhole_rounds,

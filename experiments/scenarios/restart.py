@@ -37,6 +37,8 @@ class Restart:
 
     name = "restart"
     kind = "fault"
+    #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
+    concurrent = True
 
     async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
         fp = fault_profile(ctx.profile.name)

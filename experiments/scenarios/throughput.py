@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.context import RunContext
+from experiments.harness import settle_teardowns
 from experiments.jobs import ClientGroup
 from experiments.pushers import pusher_for
 from experiments.pushers.process import measure_pusher
@@ -64,6 +65,7 @@ class Throughput:
         key = f"pusher:{pusher.name}:{ctx.repeat}"
         if key not in ctx.shared:
             ctx.note(f"pusher {pusher.name}")
+            await settle_teardowns()  # the transport's server is gone before the pusher runs
             ctx.shared[key] = await measure_pusher(
                 pusher,
                 seed=ctx.seed,
