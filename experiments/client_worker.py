@@ -150,25 +150,28 @@ class _Client:
         paced_from = time.monotonic()
         count = job.count
         clock = time.monotonic_ns
-        async for sample in client:
-            if self.stopping:
-                return
-            now = clock()
-            self.received += 1
-            ledger.record(sample, client.connection)
-            if window.open:
-                self.received_in_window += 1
-                if keep_latencies:
-                    latencies.append(now - sample.sent_ns)
-            if keep_samples:
-                samples.append((now, sample.epoch, sample.seq))
-            if count is not None and self.received >= count:
-                return
-            if slow_rate > 0:
-                # A slow consumer: never more than read_rate_hz samples per second.
-                ahead = paced_from + self.received / slow_rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+        # aclosing: leaving the loop closes the client's generators here, in order, rather
+        # than at interpreter shutdown (httpx's would complain of running twice).
+        async with contextlib.aclosing(client.__aiter__()) as stream:
+            async for sample in stream:
+                if self.stopping:
+                    return
+                now = clock()
+                self.received += 1
+                ledger.record(sample, client.connection)
+                if window.open:
+                    self.received_in_window += 1
+                    if keep_latencies:
+                        latencies.append(now - sample.sent_ns)
+                if keep_samples:
+                    samples.append((now, sample.epoch, sample.seq))
+                if count is not None and self.received >= count:
+                    return
+                if slow_rate > 0:
+                    # A slow consumer: never more than read_rate_hz samples per second.
+                    ahead = paced_from + self.received / slow_rate - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
 
     async def _run_stopped(self) -> None:
         # Connect once (retrying until the server answers) and never read.
