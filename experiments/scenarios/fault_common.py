@@ -5,21 +5,28 @@
 - :func:`target_s`: the detection figure to reach, heartbeat + dead-after + 1 s;
 - :class:`Proxies`: K fault proxies in front of one server, one per client;
 - :func:`wait_flowing`: wait (bounded) until a proxy forwards server data again;
+- :func:`run_rounds`: one client through one proxy, a fault injected per round once samples
+  flow (restart and reset differ only in the fault);
 - :func:`fault_metrics`: the design's metric keys from a worker result and the faults injected;
-- :func:`timeline`: samples received per bin per client, with the fault windows, for the plots.
+- :func:`timeline`: samples received per bin per client, with the fault windows, for the plots;
+- :func:`rounds_record`: the record of a :func:`run_rounds` run, timeline and observations.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from experiments.context import RunContext
 from experiments.fault_figures import FaultObservation, FaultWindow, observe, summarize
+from experiments.fault_profiles import fault_profile
+from experiments.harness import ServerProcess
 from experiments.jobs import ClientGroup
 from experiments.proxy import FaultProxy
 from experiments.stats import delivery_totals
@@ -30,11 +37,14 @@ __all__ = [
     "TIMELINE_BIN_S",
     "TORNADO_CLOSE_WAIT_S",
     "Proxies",
+    "Rounds",
     "fault_metrics",
     "heartbeat_params",
     "is_tornado",
     "now_ns",
     "proxied_groups",
+    "rounds_record",
+    "run_rounds",
     "target_s",
     "timeline",
     "wait_flowing",
@@ -207,3 +217,58 @@ def timeline(
         ],
         "epochs": [c["epochs"] for c in clients],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """What :func:`run_rounds` leaves: the worker's result and one window per fault."""
+
+    result: dict[str, Any]
+    windows: list[FaultWindow]
+    #: Faults after which server data flowed again within the recovery timeout.
+    recovered: int
+    origin_ns: int
+
+
+#: Injects one fault and returns its window (it may restart the server, reset the proxy...).
+Inject = Callable[[ServerProcess, FaultProxy], Awaitable[FaultWindow]]
+
+
+async def run_rounds(ctx: RunContext, rounds: int, inject: Inject) -> Rounds:
+    """One client reads through one proxy; ``rounds`` times, once samples flow and have run
+    for ``settle_s``, ``inject`` a fault and wait (bounded) for data to flow again."""
+    fp = fault_profile(ctx.profile.name)
+    windows: list[FaultWindow] = []
+    recovered = 0
+    async with ctx.server(fp.rate_hz) as server, Proxies(server.port, 1) as proxies:
+        proxy = proxies.items[0]
+        job = ctx.job(server.port, proxied_groups(proxies), keep_samples=True, keep_latencies=False)
+        origin = now_ns()
+        async with ctx.clients(job) as worker:
+            await worker.wait_ready()
+            for round_ in range(rounds):
+                ctx.note(f"{ctx.scenario} {round_ + 1}/{rounds}")
+                await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s)
+                await asyncio.sleep(fp.settle_s)  # the stream runs before the fault
+                windows.append(await inject(server, proxy))
+                if await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s):
+                    recovered += 1
+            await asyncio.sleep(fp.settle_s)
+            result = await worker.stop()
+    return Rounds(result, windows, recovered, origin)
+
+
+def rounds_record(
+    ctx: RunContext,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    rounds: Rounds,
+    observations: Sequence[FaultObservation],
+) -> dict[str, Any]:
+    """The record of a :func:`run_rounds` run, with its timeline and per-fault figures."""
+    record = ctx.record(params, {**metrics, "recovered": rounds.recovered})
+    record["timeline"] = timeline(rounds.result, [rounds.windows], rounds.origin_ns)
+    record["observations"] = [
+        {"detect_s": o.detect_s, "reconnect_s": o.reconnect_s} for o in observations
+    ]
+    return record

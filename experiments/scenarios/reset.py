@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from experiments.context import RunContext
 from experiments.fault_figures import FaultWindow
 from experiments.fault_profiles import fault_profile
+from experiments.harness import ServerProcess
+from experiments.proxy import FaultProxy
 from experiments.scenarios.fault_common import (
-    Proxies,
     fault_metrics,
     heartbeat_params,
     now_ns,
-    proxied_groups,
-    timeline,
-    wait_flowing,
+    rounds_record,
+    run_rounds,
 )
 
 __all__ = ["RESET", "Reset"]
@@ -39,36 +38,16 @@ class Reset:
 
     async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
         fp = fault_profile(ctx.profile.name)
-        windows: list[FaultWindow] = []
-        recovered = 0
-        async with ctx.server(fp.rate_hz) as server, Proxies(server.port, 1) as proxies:
-            proxy = proxies.items[0]
-            job = ctx.job(
-                server.port, proxied_groups(proxies), keep_samples=True, keep_latencies=False
-            )
-            origin = now_ns()
-            async with ctx.clients(job) as worker:
-                await worker.wait_ready()
-                for round_ in range(fp.reset_rounds):
-                    ctx.note(f"reset {round_ + 1}/{fp.reset_rounds}")
-                    await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s)
-                    await asyncio.sleep(fp.settle_s)  # the stream runs before the fault
-                    at = now_ns()
-                    proxy.reset_peer()
-                    windows.append(FaultWindow(at, at))
-                    if await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s):
-                        recovered += 1
-                await asyncio.sleep(fp.settle_s)
-                result = await worker.stop()
-        metrics, observations = fault_metrics(ctx, result, [windows])
-        metrics["recovered"] = recovered
+
+        async def reset(server: ServerProcess, proxy: FaultProxy) -> FaultWindow:
+            at = now_ns()
+            proxy.reset_peer()
+            return FaultWindow(at, at)
+
+        rounds = await run_rounds(ctx, fp.reset_rounds, reset)
+        metrics, observations = fault_metrics(ctx, rounds.result, [rounds.windows])
         params = {"rate_hz": fp.rate_hz, "rounds": fp.reset_rounds, **heartbeat_params(ctx)}
-        record = ctx.record(params, metrics)
-        record["timeline"] = timeline(result, [windows], origin)
-        record["observations"] = [
-            {"detect_s": o.detect_s, "reconnect_s": o.reconnect_s} for o in observations[0]
-        ]
-        return [record]
+        return [rounds_record(ctx, params, metrics, rounds, observations[0])]
 
 
 RESET = Reset()

@@ -8,14 +8,14 @@ from typing import Any
 from experiments.context import RunContext
 from experiments.fault_figures import FaultWindow
 from experiments.fault_profiles import fault_profile
+from experiments.harness import ServerProcess
+from experiments.proxy import FaultProxy
 from experiments.scenarios.fault_common import (
-    Proxies,
     fault_metrics,
     heartbeat_params,
     now_ns,
-    proxied_groups,
-    timeline,
-    wait_flowing,
+    rounds_record,
+    run_rounds,
 )
 
 __all__ = ["RESTART", "Restart"]
@@ -42,55 +42,31 @@ class Restart:
 
     async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
         fp = fault_profile(ctx.profile.name)
-        windows: list[FaultWindow] = []
-        epochs_started: list[str] = []
-        recovered = 0
-        async with ctx.server(fp.rate_hz) as server, Proxies(server.port, 1) as proxies:
-            proxy = proxies.items[0]
-            assert server.epoch is not None
-            epochs_started.append(server.epoch)
-            job = ctx.job(
-                server.port, proxied_groups(proxies), keep_samples=True, keep_latencies=False
-            )
-            origin = now_ns()
-            async with ctx.clients(job) as worker:
-                await worker.wait_ready()
-                for round_ in range(fp.restart_rounds):
-                    ctx.note(f"restart {round_ + 1}/{fp.restart_rounds}")
-                    await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s)
-                    await asyncio.sleep(fp.settle_s)  # the stream runs before the fault
-                    killed = now_ns()
-                    await server.kill()
-                    await asyncio.sleep(fp.restart_downtime_s)  # the outage itself
-                    await server.start()
-                    back = now_ns()
-                    assert server.epoch is not None
-                    epochs_started.append(server.epoch)
-                    windows.append(FaultWindow(killed, back))
-                    if await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s):
-                        recovered += 1
-                await asyncio.sleep(fp.settle_s)
-                result = await worker.stop()
-        metrics, observations = fault_metrics(ctx, result, [windows])
-        moved = sum(
+        epochs_after: list[str | None] = []  # the epoch the server came back with, per fault
+
+        async def restart(server: ServerProcess, proxy: FaultProxy) -> FaultWindow:
+            killed = now_ns()
+            await server.kill()
+            await asyncio.sleep(fp.restart_downtime_s)  # the outage itself
+            await server.start()
+            back = now_ns()
+            epochs_after.append(server.epoch)
+            return FaultWindow(killed, back)
+
+        rounds = await run_rounds(ctx, fp.restart_rounds, restart)
+        metrics, observations = fault_metrics(ctx, rounds.result, [rounds.windows])
+        metrics["moved_to_new_epoch"] = sum(
             1
-            for w_index, o in enumerate(observations[0])
-            if epochs_started[w_index + 1] in o.epochs_after
+            for epoch, o in zip(epochs_after, observations[0], strict=True)
+            if epoch in o.epochs_after
         )
-        metrics["moved_to_new_epoch"] = moved
-        metrics["recovered"] = recovered
         params = {
             "rate_hz": fp.rate_hz,
             "rounds": fp.restart_rounds,
             "downtime_s": fp.restart_downtime_s,
             **heartbeat_params(ctx),
         }
-        record = ctx.record(params, metrics)
-        record["timeline"] = timeline(result, [windows], origin)
-        record["observations"] = [
-            {"detect_s": o.detect_s, "reconnect_s": o.reconnect_s} for o in observations[0]
-        ]
-        return [record]
+        return [rounds_record(ctx, params, metrics, rounds, observations[0])]
 
 
 RESTART = Restart()
