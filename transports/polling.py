@@ -143,10 +143,6 @@ class PollingServer:
         return web.Response(body=body, content_type="application/json", headers=_ANSWER_HEADERS)
 
 
-def _serve(hub: Hub, host: str, port: int, settings: Settings) -> PollingServer:
-    return PollingServer(hub, host, port, settings)
-
-
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """The whole body, refusing one over ``limit`` bytes before reading it where possible."""
     length = response.content_length
@@ -286,7 +282,7 @@ _COMMON: dict[str, Any] = dict(
     features=Features(
         resume=True, heartbeat=False, browser_native=True, bidirectional=False, push=False
     ),
-    serve=_serve,
+    serve=PollingServer,
     dependencies=("aiohttp",),
     modules=("transports.polling", "transports.poll_query"),
     resume_token="query ?epoch=E&since=SEQ",

@@ -400,10 +400,6 @@ async def connect(
         yield events
 
 
-def _serve(hub: Hub, host: str, port: int, settings: Settings) -> SSEServer:
-    return SSEServer(hub, host, port, settings)
-
-
 SSE = Transport(
     name="sse",
     summary="Server-Sent Events: starlette + sse-starlette under uvicorn, httpx-sse client",
@@ -412,7 +408,7 @@ SSE = Transport(
     features=Features(
         resume=True, heartbeat=True, browser_native=True, bidirectional=False, push=True
     ),
-    serve=_serve,
+    serve=SSEServer,
     connect=connect,
     dependencies=("starlette", "sse-starlette", "uvicorn", "httpx", "httpx-sse"),
     modules=("transports.sse", "transports.sse_wire"),

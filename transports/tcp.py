@@ -332,10 +332,6 @@ async def _samples(reader: asyncio.StreamReader, settings: Settings) -> AsyncIte
         deadline.close()
 
 
-def _serve(hub: Hub, host: str, port: int, settings: Settings) -> TcpServer:
-    return TcpServer(hub, host, port, settings)
-
-
 TCP = Transport(
     name="tcp",
     summary="Raw asyncio TCP, one JSON per line: hello-line resume, heartbeat lines",
@@ -344,7 +340,7 @@ TCP = Transport(
     features=Features(
         resume=True, heartbeat=True, browser_native=False, bidirectional=True, push=True
     ),
-    serve=_serve,
+    serve=TcpServer,
     connect=connect,
     dependencies=(),
     modules=("transports.tcp", "transports.ndjson"),

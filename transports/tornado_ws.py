@@ -219,14 +219,10 @@ async def _messages(
         yield decode_sample(message)
 
 
-def _serve(hub: Hub, host: str, port: int, settings: Settings) -> TornadoServer:
-    return TornadoServer(hub, host, port, settings)
-
-
 _COMMON: dict[str, Any] = dict(
     default_port=8888,
     endpoint="ws://{host}:{port}" + PATH,
-    serve=_serve,
+    serve=TornadoServer,
     connect=connect,
     dependencies=("tornado",),
     modules=("transports.tornado_ws",),
