@@ -6,6 +6,7 @@ keys ``epoch``, ``seq``, ``value`` and ``sent_ns``. Decoding rejects anything el
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -13,10 +14,25 @@ import msgspec
 
 from model.errors import MalformedSample
 
-__all__ = ["Sample", "decode_sample", "decode_samples", "encode_sample", "encode_samples"]
+__all__ = [
+    "EPOCH_PATTERN",
+    "Sample",
+    "decode_sample",
+    "decode_samples",
+    "encode_sample",
+    "encode_samples",
+    "is_epoch",
+]
 
-#: Epochs are random hex chosen by a server at start-up.
-EPOCH_PATTERN = "^[0-9a-f]{1,64}$"
+#: Epochs are random hex chosen by a server at start-up. ``\A``/``\Z``, not ``^``/``$``: msgspec
+#: runs the pattern with ``re.search``, where ``$`` also matches before a trailing newline.
+EPOCH_PATTERN = r"\A[0-9a-f]{1,64}\Z"
+_EPOCH = re.compile(EPOCH_PATTERN)
+
+
+def is_epoch(text: str) -> bool:
+    """Whether ``text`` is a well-formed epoch: 1-64 lowercase hex digits, nothing else."""
+    return _EPOCH.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""Helpers shared by the socket tests: an in-process server and bounded waits."""
+"""Helpers shared by the socket tests: in-process servers, known samples and bounded waits.
+
+Fixtures (ports, fake servers, stalled sockets) live in ``conftest.py``; these are the plain
+functions and classes tests import.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from model.ledger import DeliveryLedger
 from model.sample import Sample
@@ -15,10 +20,21 @@ from model.source import BernoulliSource
 from transports.client import ClientEvent, StreamClient
 from transports.contract import Server, Transport
 from transports.hub import Hub
+from transports.options import Options
 from transports.publisher import publish_forever
 from transports.settings import Settings
 
-__all__ = ["FAST", "Receiver", "RunningServer", "running_server", "wait_until"]
+__all__ = [
+    "EPOCH",
+    "FAST",
+    "SOURCE",
+    "Receiver",
+    "RunningServer",
+    "make_samples",
+    "running_server",
+    "serving",
+    "wait_until",
+]
 
 #: Test settings: quick heartbeats, quick reconnects, short handshakes.
 FAST = Settings(
@@ -29,6 +45,38 @@ FAST = Settings(
     connect_timeout_s=2.0,
 )
 
+#: The epoch of hand-published samples, and the source of their values.
+EPOCH = "c0ffee"
+SOURCE = BernoulliSource(0.72, seed=3)
+
+S = TypeVar("S", bound=Server)
+
+
+def make_samples(first: int, stop: int, epoch: str = EPOCH) -> list[Sample]:
+    """Samples ``first`` .. ``stop - 1`` of ``epoch`` as a server would publish them."""
+    return [Sample(epoch, seq, SOURCE.value(seq), 1_000 + seq) for seq in range(first, stop)]
+
+
+@asynccontextmanager
+async def serving(
+    factory: Callable[[Hub, str, int, Settings, Options], S],
+    settings: Settings,
+    options: Options,
+    *,
+    hub: Hub | None = None,
+    held: int = 0,
+) -> AsyncIterator[S]:
+    """A server on port 0 whose hub the test publishes into by hand (``held`` samples first)."""
+    hub = hub or Hub(EPOCH, settings)
+    hub.publish(make_samples(0, held))
+    server = factory(hub, "127.0.0.1", 0, settings, options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        async with asyncio.timeout(10):
+            await server.stop()
+
 
 @dataclass
 class RunningServer:
@@ -36,6 +84,7 @@ class RunningServer:
 
     transport: Transport
     settings: Settings
+    options: Options
     rate_hz: float
     source: BernoulliSource
     host: str = "127.0.0.1"
@@ -46,7 +95,9 @@ class RunningServer:
 
     async def start(self) -> None:
         self.hub = Hub(secrets.token_hex(4), self.settings)
-        self.server = self.transport.serve(self.hub, self.host, self.port, self.settings)
+        self.server = self.transport.serve(
+            self.hub, self.host, self.port, self.settings, self.options
+        )
         await self.server.start()
         self.port = self.server.port
         self._publisher = asyncio.create_task(publish_forever(self.hub, self.source, self.rate_hz))
@@ -69,9 +120,16 @@ async def running_server(
     settings: Settings = FAST,
     rate_hz: float = 2_000.0,
     source: BernoulliSource | None = None,
+    options: Options | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[RunningServer]:
     running = RunningServer(
-        transport, transport.settings(settings), rate_hz, source or BernoulliSource(0.72, seed=7)
+        transport,
+        transport.settings(settings),
+        transport.options if options is None else options,
+        rate_hz,
+        source or BernoulliSource(0.72, seed=7),
+        host,
     )
     await running.start()
     try:
@@ -94,14 +152,17 @@ class Receiver:
     """A StreamClient run as a task, feeding a ledger, with its events recorded."""
 
     def __init__(
-        self, transport: Transport, port: int, source: BernoulliSource, settings: Settings = FAST
+        self,
+        transport: Transport,
+        port: int,
+        source: BernoulliSource,
+        settings: Settings = FAST,
+        host: str = "127.0.0.1",
     ) -> None:
         self.events: list[ClientEvent] = []
         self.samples: list[Sample] = []
         self.ledger = DeliveryLedger(source)
-        self.client = StreamClient(
-            transport, "127.0.0.1", port, settings, on_event=self.events.append
-        )
+        self.client = StreamClient(transport, host, port, settings, on_event=self.events.append)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Receiver:

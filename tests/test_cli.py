@@ -14,27 +14,34 @@ from contextlib import contextmanager
 
 import pytest
 
+from transports.announce import parse_announcement
 from transports.registry import TRANSPORTS
 
 CLI = [sys.executable, "-m", "transports"]
-SERVING = re.compile(r"^serving (\S+) on ([\d.]+):(\d+) .*epoch=([0-9a-f]+)")
+SERVING = re.compile(r"^serving (\S+) on (\S+):(\d+) .*epoch=([0-9a-f]+)")
 
 
 @contextmanager
 def serve(name: str, *args: str, port: int = 0) -> Iterator[tuple[int, str]]:
     """Run ``serve NAME`` until the block ends; yield its port and epoch."""
     proc = subprocess.Popen(
-        [*CLI, "serve", name, "--port", str(port), *args],
+        [*CLI, "serve", name, "--port", str(port), "--ready-json", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # the server prints this line once it listens
-        match = SERVING.match(line)
-        assert match, f"unexpected first line {line!r}"
-        yield int(match.group(3)), match.group(4)
+        # Once it listens: the line for people, then exactly one for programs.
+        human, ready = proc.stdout.readline(), proc.stdout.readline()
+        match = SERVING.match(human)
+        assert match, f"unexpected first line {human!r}"
+        announcement = parse_announcement(ready)
+        assert announcement is not None, f"unexpected second line {ready!r}"
+        assert announcement.ready.transport == name == match.group(1)
+        assert announcement.ready.pid == proc.pid
+        assert (str(announcement.ready.port), announcement.ready.epoch) == match.group(3, 4)
+        yield announcement.ready.port, announcement.ready.epoch
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -135,6 +142,67 @@ def test_usage_errors_exit_2_without_traceback(args: list[str], message: str) ->
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["serve", "tcp", "--rate", "nan"], "--rate"),
+        (["serve", "tcp", "--rate", "inf"], "--rate"),
+        (["serve", "tcp", "--rate", "1e-300"], "--rate"),
+        (["serve", "tcp", "--set", "history=0"], "history"),
+        (["serve", "tcp", "--set", "max_message_bytes=0"], "max_message_bytes"),
+        (["serve", "tcp", "--set", "batch=0"], "batch"),
+        (["serve", "tcp", "--set", "heartbeat_s=-1"], "heartbeat_s"),
+        (["listen", "sse", "--set", "dead_after_s=nan"], "dead_after_s"),
+        (["listen", "tcp", "--set", "resume=maybe"], "resume"),
+        (["serve", "poll", "--set", "interval_s=0"], "interval_s"),
+        (["serve", "tcp", "--set", "interval_s=1"], "--set wants KEY=VALUE"),  # poll's
+        (["serve", "tcp", "--epoch", "abc\n"], "--epoch"),
+        (["listen", "tcp", "--wait", "nan"], "--wait"),
+        (["serve", "tcp", "--settings-json", '{"settings":{"history":"5"}}'], "history"),
+        (["serve", "tcp", "--settings-json", '{"settings":{"histroy":5}}'], "histroy"),
+        (["serve", "tcp", "--settings-json", '{"option":{}}'], "option"),
+        (["listen", "poll", "--settings-json", '{"options":{"wait_s":1}}'], "wait_s"),
+        (["serve", "tcp", "--settings-json", "{"], "--settings-json"),
+    ],
+)
+def test_bad_settings_are_one_line_naming_them_and_exit_2(args: list[str], named: str) -> None:
+    out = run(*args, timeout=10)
+    assert out.returncode == 2, out
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.splitlines()
+    assert named in line
+
+
+def _error_line_after_silence(port: int) -> bytes:
+    """Connect to a tcp server, send no hello, return the line it closes with."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as probe:
+        return probe.makefile("rb").readline()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--settings-json", '{"settings": {"history": 50}, "options": {"hello_timeout_s": 0.25}}'],
+        ["--set", "hello_timeout_s=0.25"],
+        # --set applies on top of the document.
+        ["--settings-json", '{"options": {"hello_timeout_s": 9}}', "--set", "hello_timeout_s=0.25"],
+    ],
+)
+def test_the_transports_options_reach_the_server(args: list[str]) -> None:
+    with serve("tcp", *args) as (port, _):
+        line = _error_line_after_silence(port)
+    assert json.loads(line) == {"error": "peer silent: no hello within 0.25 s"}
+
+
+def test_serve_and_listen_over_ipv6() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    with serve("tcp", "--host", "::1", "--rate", "200") as (port, epoch):
+        out = run("listen", "tcp", "--host", "::1", "--port", str(port), "--count", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["epoch"] for line in out.stdout.splitlines()] == [epoch] * 3
 
 
 def test_port_in_use_exits_2() -> None:

@@ -59,6 +59,9 @@ GOOD = {"epoch": "ab", "seq": 1, "value": 1, "sent_ns": 5}
         ({**GOOD, "epoch": ""}, "epoch"),
         ({**GOOD, "epoch": "XYZ"}, "epoch"),
         ({**GOOD, "epoch": 7}, "epoch"),
+        # The pattern must match the whole epoch: "$" alone would let a final newline in.
+        ({**GOOD, "epoch": "ab\n"}, "epoch"),
+        ({**GOOD, "epoch": "\nab"}, "epoch"),
         ({**GOOD, "sent_ns": -5}, "sent_ns"),
         ([GOOD], "array"),
         ("text", "string"),
@@ -74,6 +77,11 @@ def test_decoding_rejects_malformed_payloads(payload: object, why: str) -> None:
 def test_decoding_rejects_broken_json(raw: bytes) -> None:
     with pytest.raises(MalformedSample):
         decode_sample(raw)
+
+
+def test_an_array_with_one_bad_epoch_is_rejected_whole() -> None:
+    with pytest.raises(MalformedSample):
+        decode_samples(json.dumps([GOOD, {**GOOD, "seq": 2, "epoch": "ab\n"}]))
 
 
 def test_source_is_a_pure_function_of_seed_and_seq() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
 
 import aiohttp
@@ -22,8 +22,11 @@ from model.errors import (
     ServerUnavailable,
 )
 from model.sample import Sample, decode_samples, encode_samples
+from tests.support import EPOCH, serving
+from tests.support import make_samples as _samples
 from transports.contract import Connect
 from transports.hub import Hub
+from transports.options import Options
 from transports.poll_query import (
     PollQuery,
     answer_range,
@@ -31,24 +34,25 @@ from transports.poll_query import (
     parse_poll_query,
     wanted_seq,
 )
-from transports.polling import LONG_POLL, POLL, PollingServer, connect_long_poll, connect_poll
-from transports.registry import TRANSPORTS
+from transports.polling import (
+    LongPollOptions,
+    PollingServer,
+    PollOptions,
+    connect_long_poll,
+    connect_poll,
+)
 from transports.resume import ResumeToken, start_seq
 from transports.settings import Settings
 
-EPOCH = "abc123"
-QUICK = Settings(
-    dead_after_s=2.0, connect_timeout_s=2.0, long_poll_wait_s=30.0, poll_interval_s=0.01
-)
+QUICK = Settings(dead_after_s=2.0, connect_timeout_s=2.0)
+POLL_OPTIONS = PollOptions(interval_s=0.01)
+#: Also the server's: it holds a long poll up to 30 s.
+LONG_OPTIONS = LongPollOptions(wait_s=30.0)
 
 
 def _pairs(query: str) -> list[tuple[str, str]]:
     """Decode a query string the way a server does (blank values kept)."""
     return parse_qsl(query, keep_blank_values=True)
-
-
-def _samples(epoch: str, start: int, stop: int) -> list[Sample]:
-    return [Sample(epoch, seq, seq % 2, 1_000 + seq) for seq in range(start, stop)]
 
 
 # -- which samples answer a poll (pure) -------------------------------------------------------
@@ -140,6 +144,8 @@ def test_well_formed_queries(query: str, expected: PollQuery) -> None:
 MALFORMED = [
     ("epoch=XYZ&since=1", BadResumeToken, "epoch must be 1-64 lowercase hex"),
     ("epoch=&since=1", BadResumeToken, "epoch must be"),
+    # A full match: re.match with "$" would take the epoch with its trailing newline.
+    ("epoch=abc%0a&since=1", BadResumeToken, "epoch must be"),
     (f"epoch={'a' * 65}&since=1", BadResumeToken, "epoch must be"),
     ("epoch=abc", BadResumeToken, "give both epoch and since"),
     ("since=3", BadResumeToken, "give both epoch and since"),
@@ -186,15 +192,10 @@ def test_the_client_query_parses_back(token: ResumeToken | None, wait: float | N
 
 @asynccontextmanager
 async def _serving(
-    settings: Settings = QUICK, hub: Hub | None = None
+    settings: Settings = QUICK, hub: Hub | None = None, options: Options = LONG_OPTIONS
 ) -> AsyncIterator[tuple[Hub, PollingServer, str]]:
-    hub = hub or Hub(EPOCH, settings)
-    server = PollingServer(hub, "127.0.0.1", 0, settings)
-    await server.start()
-    try:
-        yield hub, server, f"http://127.0.0.1:{server.port}/samples"
-    finally:
-        await server.stop()
+    async with serving(PollingServer, settings, options, hub=hub) as server:
+        yield server.hub, server, f"http://127.0.0.1:{server.port}/samples"
 
 
 async def _get(url: str, timeout: float = 10.0) -> tuple[int, str, bytes]:
@@ -226,42 +227,43 @@ async def test_other_paths_get_404(path: str) -> None:
 async def test_fresh_poll_gets_nothing_then_the_newest_sample() -> None:
     async with _serving() as (hub, _, url):
         assert await _get(url) == (200, "application/json", b"[]")
-        hub.publish(_samples(EPOCH, 0, 5))
+        hub.publish(_samples(0, 5))
         status, content_type, body = await _get(url)
     assert (status, content_type) == (200, "application/json")
-    assert decode_samples(body) == _samples(EPOCH, 4, 5)
+    assert decode_samples(body) == _samples(4, 5)
 
 
 async def test_resume_answers_over_http() -> None:
     settings = QUICK.with_changes(history=100, batch=30)
     async with _serving(settings) as (hub, _, url):
-        hub.publish(_samples(EPOCH, 0, 250))
+        hub.publish(_samples(0, 250))
         same = decode_samples((await _get(f"{url}?epoch={EPOCH}&since=200"))[2])
         too_old = decode_samples((await _get(f"{url}?epoch={EPOCH}&since=5"))[2])
         other = decode_samples((await _get(f"{url}?epoch=fff&since=900"))[2])
-    assert same == _samples(EPOCH, 201, 231)
-    assert too_old == other == _samples(EPOCH, 150, 180)
+    assert same == _samples(201, 231)
+    assert too_old == other == _samples(150, 180)
 
 
 async def test_long_poll_answers_as_soon_as_a_sample_is_published() -> None:
     async with _serving() as (hub, _, url):
-        hub.publish(_samples(EPOCH, 0, 3))
+        hub.publish(_samples(0, 3))
         request = asyncio.create_task(_get(f"{url}?epoch={EPOCH}&since=2&wait=30"))
         # The handler notes the poller's position right before it starts waiting.
         async with asyncio.timeout(5):
             while hub.lowest_reader() is None:
                 await asyncio.sleep(0.005)
         assert not request.done()
-        hub.publish(_samples(EPOCH, 3, 4))
+        hub.publish(_samples(3, 4))
         async with asyncio.timeout(5):  # far below the 30 s wait: the sample ended it
             status, _, body = await request
     assert status == 200
-    assert decode_samples(body) == _samples(EPOCH, 3, 4)
+    assert decode_samples(body) == _samples(3, 4)
 
 
 async def test_long_poll_answers_empty_when_the_wait_ends() -> None:
-    async with _serving(QUICK.with_changes(long_poll_wait_s=0.2)) as (hub, _, url):
-        hub.publish(_samples(EPOCH, 0, 3))
+    short = LongPollOptions(wait_s=0.2)
+    async with _serving(options=short) as (hub, _, url):
+        hub.publish(_samples(0, 3))
         # Asked for 1,000 s, capped at the server's 0.2 s: the 10 s timeout is never reached.
         assert await _get(f"{url}?epoch={EPOCH}&since=2&wait=1000") == (
             200,
@@ -270,19 +272,19 @@ async def test_long_poll_answers_empty_when_the_wait_ends() -> None:
         )
         # Without a token the long poll waits for the first sample of an empty hub too.
         empty = Hub(EPOCH, QUICK)
-    async with _serving(QUICK.with_changes(long_poll_wait_s=0.2), empty) as (_, _, url):
+    async with _serving(QUICK, empty, short) as (_, _, url):
         assert (await _get(f"{url}?wait=5"))[2] == b"[]"
 
 
 async def test_connection_limit_gets_503_and_the_others_go_on() -> None:
     async with _serving(QUICK.with_changes(max_connections=1)) as (hub, _, url):
-        hub.publish(_samples(EPOCH, 0, 1))
+        hub.publish(_samples(0, 1))
         async with aiohttp.ClientSession() as first, asyncio.timeout(10):
             async with first.get(url) as response:  # its keep-alive connection stays open
                 assert response.status == 200
                 await response.read()
             status, _, body = await _get(url)
-            assert (status, body) == (503, b"connection limit 1 reached")
+            assert (status, body) == (503, b"server full: connection limit 1 reached\n")
             async with first.get(url) as response:
                 assert response.status == 200
 
@@ -290,56 +292,36 @@ async def test_connection_limit_gets_503_and_the_others_go_on() -> None:
 # -- a poller that stops costs the server nothing -----------------------------------------------
 
 
-class _CountingHub(Hub):
-    """A hub that counts the polls the server answered (each notes a position)."""
-
-    polls = 0
-
-    def note_poll_position(self, seq: int) -> None:
-        self.polls += 1
-        super().note_poll_position(seq)
-
-
 async def test_a_stopped_poller_leaves_nothing_behind() -> None:
     settings = QUICK.with_changes(history=100, batch=40)
     async with _serving(settings) as (hub, _, url):
-        hub.publish(_samples(EPOCH, 0, 10))
+        hub.publish(_samples(0, 10))
         first = decode_samples((await _get(f"{url}?epoch={EPOCH}&since=-1"))[2])
         # The poller stops while the stream runs on for ten times the history.
         for start in range(10, 1_010, 100):
-            hub.publish(_samples(EPOCH, start, start + 100))
+            hub.publish(_samples(start, start + 100))
         assert hub.subscriber_count == 0
         back = decode_samples((await _get(f"{url}?epoch={EPOCH}&since={first[-1].seq}"))[2])
-    assert back == _samples(EPOCH, 910, 950)  # the oldest held: the gap is real loss
-
-
-@pytest.fixture
-def small_receive_buffer_socket() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # Set before connecting: the kernel then absorbs almost nothing for a peer that stops.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    with closing(sock):
-        yield sock
+    assert back == _samples(910, 950)  # the oldest held: the gap is real loss
 
 
 async def test_a_peer_that_stops_reading_is_not_answered_ahead(
     small_receive_buffer_socket: socket.socket,
 ) -> None:
     settings = QUICK.with_changes(batch=1_000)
-    hub = _CountingHub(EPOCH, settings)
-    hub.publish(_samples(EPOCH, 0, 1_000))
-    answer_bytes = len(encode_samples(_samples(EPOCH, 0, 1_000)))
+    hub = Hub(EPOCH, settings)
+    hub.publish(_samples(0, 1_000))
+    answer_bytes = len(encode_samples(_samples(0, 1_000)))
     pipelined = 300
     async with _serving(settings, hub) as (_, server, url):
         sock = small_receive_buffer_socket
-        sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
         request = f"GET /samples?epoch={EPOCH}&since=-1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         await asyncio.get_running_loop().sock_sendall(sock, request * pipelined)
         # Another poller is served meanwhile, many times over.
         for _ in range(30):
             assert len(decode_samples((await _get(f"{url}?epoch={EPOCH}&since=-1"))[2])) == 1_000
-        stopped_peer_answers = hub.polls - 30
+        stopped_peer_answers = server.polls_answered - 30
     # Answers wait for the peer to read: at most what socket buffers hold (the server's send
     # buffer grows to tcp_wmem's maximum) plus aiohttp's 64 KiB, never all 300 (16 MB).
     assert 1 <= stopped_peer_answers <= _largest_send_buffer() // answer_bytes + 3
@@ -356,80 +338,76 @@ def _largest_send_buffer() -> int:
 # -- the clients ----------------------------------------------------------------------------
 
 
-def test_both_transports_are_registered_with_their_records() -> None:
-    assert TRANSPORTS["poll"] is POLL and TRANSPORTS["long-poll"] is LONG_POLL
-    for transport in (POLL, LONG_POLL):
-        assert transport.default_port == 8891
-        assert transport.features.resume and not transport.features.push
-        assert transport.dependencies == ("aiohttp",)
-    assert POLL.url("h", 1) == "http://h:1/samples"
-    assert LONG_POLL.url("h", 1) == "http://h:1/samples?wait=S"
-
-
-@pytest.mark.parametrize("connect", [connect_poll, connect_long_poll], ids=["poll", "long-poll"])
-async def test_client_follows_the_stream_from_its_token(connect: Connect) -> None:
+@pytest.mark.parametrize(
+    ("connect", "options"),
+    [(connect_poll, POLL_OPTIONS), (connect_long_poll, LONG_OPTIONS)],
+    ids=["poll", "long-poll"],
+)
+async def test_client_follows_the_stream_from_its_token(connect: Connect, options: Options) -> None:
     async with _serving() as (hub, server, _):
-        hub.publish(_samples(EPOCH, 0, 10))
+        hub.publish(_samples(0, 10))
         received: list[Sample] = []
         token = ResumeToken(EPOCH, 4)
-        async with asyncio.timeout(10), connect("127.0.0.1", server.port, token, QUICK) as stream:
+        async with (
+            asyncio.timeout(10),
+            connect("127.0.0.1", server.port, token, QUICK, options) as stream,
+        ):
             async for sample in stream:
                 received.append(sample)
                 if sample.seq == 9:  # caught up: the next poll finds nothing until this
-                    hub.publish(_samples(EPOCH, 10, 12))
+                    hub.publish(_samples(10, 12))
                 if sample.seq == 11:
                     break
-    assert received == _samples(EPOCH, 5, 12)
+    assert received == _samples(5, 12)
 
 
 async def test_poll_asks_again_at_once_after_a_full_batch() -> None:
     # A minute between polls: only the full-batch rule can bring 35 samples within the timeout.
-    settings = QUICK.with_changes(batch=10, poll_interval_s=60.0)
+    settings = QUICK.with_changes(batch=10)
+    slow = PollOptions(interval_s=60.0)
     async with _serving(settings) as (hub, server, _):
-        hub.publish(_samples(EPOCH, 0, 35))
+        hub.publish(_samples(0, 35))
         received: list[Sample] = []
+        token = ResumeToken(EPOCH, -1)
         async with (
             asyncio.timeout(10),
-            connect_poll("127.0.0.1", server.port, ResumeToken(EPOCH, -1), settings) as stream,
+            connect_poll("127.0.0.1", server.port, token, settings, slow) as stream,
         ):
             async for sample in stream:
                 received.append(sample)
                 if sample.seq == 34:
                     break
-    assert received == _samples(EPOCH, 0, 35)
+    assert received == _samples(0, 35)
 
 
 async def test_fresh_client_starts_at_the_newest_sample() -> None:
     async with _serving() as (hub, server, _):
-        hub.publish(_samples(EPOCH, 0, 50))
+        hub.publish(_samples(0, 50))
         async with (
             asyncio.timeout(10),
-            connect_long_poll("127.0.0.1", server.port, None, QUICK) as stream,
+            connect_long_poll("127.0.0.1", server.port, None, QUICK, LONG_OPTIONS) as stream,
         ):
             iterator = aiter(stream)
-            assert await anext(iterator) == _samples(EPOCH, 49, 50)[0]
-            hub.publish(_samples(EPOCH, 50, 51))
-            assert await anext(iterator) == _samples(EPOCH, 50, 51)[0]
+            assert await anext(iterator) == _samples(49, 50)[0]
+            hub.publish(_samples(50, 51))
+            assert await anext(iterator) == _samples(50, 51)[0]
 
 
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def test_nobody_listening_is_server_unavailable() -> None:
+async def test_nobody_listening_is_server_unavailable(unused_port: int) -> None:
     with pytest.raises(ServerUnavailable, match="no polling server"):
-        async with asyncio.timeout(10), connect_poll("127.0.0.1", _free_port(), None, QUICK):
+        async with (
+            asyncio.timeout(10),
+            connect_poll("127.0.0.1", unused_port, None, QUICK, POLL_OPTIONS),
+        ):
             pass
 
 
 async def test_server_gone_after_the_handshake_is_connection_lost() -> None:
     async with _serving() as (hub, server, _):
-        hub.publish(_samples(EPOCH, 0, 1))
+        hub.publish(_samples(0, 1))
         async with (
             asyncio.timeout(10),
-            connect_poll("127.0.0.1", server.port, None, QUICK) as stream,
+            connect_poll("127.0.0.1", server.port, None, QUICK, POLL_OPTIONS) as stream,
         ):
             iterator = aiter(stream)
             assert (await anext(iterator)).seq == 0
@@ -467,12 +445,18 @@ async def _not_samples(request: web.Request) -> web.Response:
 async def test_http_error_status_is_a_protocol_error_with_status_and_reason() -> None:
     async with _fake_server(_server_error) as port:
         with pytest.raises(ProtocolError, match="HTTP 500 Internal Server Error: database on fire"):
-            async with asyncio.timeout(10), connect_poll("127.0.0.1", port, None, QUICK):
+            async with (
+                asyncio.timeout(10),
+                connect_poll("127.0.0.1", port, None, QUICK, POLL_OPTIONS),
+            ):
                 pass
 
 
 async def test_malformed_body_is_malformed_sample() -> None:
     async with _fake_server(_not_samples) as port:
         with pytest.raises(MalformedSample):
-            async with asyncio.timeout(10), connect_long_poll("127.0.0.1", port, None, QUICK):
+            async with (
+                asyncio.timeout(10),
+                connect_long_poll("127.0.0.1", port, None, QUICK, LONG_OPTIONS),
+            ):
                 pass

@@ -9,10 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from httpx_sse import ServerSentEvent
-
-# The decoders httpx-sse's EventSource runs on: the pure half of the client under test.
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+from httpx_sse import EventSource, ServerSentEvent
 
 from model.errors import (
     BadResumeToken,
@@ -23,12 +20,15 @@ from model.errors import (
     ServerUnavailable,
 )
 from model.sample import Sample
-from model.source import BernoulliSource
-from tests.support import FAST, wait_until
+from tests.conftest import FakeServer
+from tests.support import EPOCH, FAST, serving, wait_until
+from tests.support import make_samples as _make_samples
 from transports.hub import Hub
+from transports.options import NoOptions
 from transports.resume import ResumeToken, parse_event_id
 from transports.settings import Settings
-from transports.sse import SSEServer, connect
+from transports.sse import SampleEvents, SSEServer
+from transports.sse import connect as _connect
 from transports.sse_wire import (
     format_events,
     format_retry,
@@ -37,28 +37,32 @@ from transports.sse_wire import (
     token_from_header,
 )
 
-EPOCH = "c0ffee"
-SOURCE = BernoulliSource(0.72, seed=3)
-
 
 def _samples(first: int, count: int, epoch: str = EPOCH) -> list[Sample]:
-    return [Sample(epoch, s, SOURCE.value(s), 1_000 + s) for s in range(first, first + count)]
+    return _make_samples(first, first + count, epoch)
 
 
-# -- pure: format and read back -------------------------------------------------------------
+def connect(
+    host: str, port: int, token: ResumeToken | None, settings: Settings
+) -> contextlib.AbstractAsyncContextManager[SampleEvents]:
+    return _connect(host, port, token, settings, NoOptions())
 
 
-def _decode(pieces: list[bytes]) -> list[ServerSentEvent]:
-    lines, events = SSELineDecoder(), SSEDecoder()
-    out: list[ServerSentEvent] = []
-    for piece in pieces:
-        for line in lines.decode(piece.decode()):
-            if (event := events.decode(line)) is not None:
-                out.append(event)
-    for line in lines.flush():
-        if (event := events.decode(line)) is not None:
-            out.append(event)
-    return out
+# -- no sockets: format, and read back through httpx-sse's public EventSource -----------------
+
+
+def _response(pieces: list[bytes]) -> httpx.Response:
+    """An event-stream response whose body arrives in ``pieces``, as from the network."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+
+async def _decode(pieces: list[bytes]) -> list[ServerSentEvent]:
+    return [event async for event in EventSource(_response(pieces)).aiter_sse()]
 
 
 STREAM_SAMPLES = _samples(7, 3)
@@ -71,22 +75,30 @@ STREAM = (
 
 
 @pytest.mark.parametrize("cut", range(len(STREAM) + 1))
-def test_stream_reads_back_split_at_every_offset(cut: int) -> None:
-    events = _decode([STREAM[:cut], STREAM[cut:]])
+async def test_stream_reads_back_split_at_every_offset(cut: int) -> None:
+    events = await _decode([STREAM[:cut], STREAM[cut:]])
     assert [sample_of(e) for e in events if sample_of(e) is not None] == STREAM_SAMPLES
     assert [e.retry for e in events if e.retry is not None] == [250]
     # The ping comes out as a data-less event carrying the last id: skipped, not a sample.
     assert sum(sample_of(e) is None for e in events) == 2  # the retry event and the ping
 
 
-def test_stream_reads_back_one_byte_at_a_time() -> None:
-    events = _decode([STREAM[i : i + 1] for i in range(len(STREAM))])
+async def test_stream_reads_back_one_byte_at_a_time() -> None:
+    events = await _decode([STREAM[i : i + 1] for i in range(len(STREAM))])
     assert [s for e in events if (s := sample_of(e)) is not None] == STREAM_SAMPLES
 
 
-def test_event_id_is_the_resume_token_of_its_sample() -> None:
+async def test_the_client_yields_only_the_samples_of_a_stream() -> None:
+    """Our reader (deadline, line limit, sample decoding) over a byte-by-byte body."""
+    source = EventSource(_response([STREAM[i : i + 1] for i in range(len(STREAM))]))
+    events = SampleEvents(source, FAST)
+    assert [sample async for sample in events] == STREAM_SAMPLES
+    assert events.retry_ms == 250
+
+
+async def test_event_id_is_the_resume_token_of_its_sample() -> None:
     sample = _samples(41, 1)[0]
-    (event,) = _decode([format_events([sample])])
+    (event,) = await _decode([format_events([sample])])
     assert parse_event_id(event.id) == ResumeToken(EPOCH, 41)
     assert event.event == "message"
     assert format_events([]) == b""
@@ -118,16 +130,9 @@ def test_malformed_data_is_refused() -> None:
 # -- on sockets -----------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _server(settings: Settings = FAST) -> AsyncIterator[SSEServer]:
+def _server(settings: Settings = FAST) -> contextlib.AbstractAsyncContextManager[SSEServer]:
     """An SSE server on port 0 whose hub the test publishes into by hand."""
-    server = SSEServer(Hub(EPOCH, settings), "127.0.0.1", 0, settings)
-    await server.start()
-    try:
-        yield server
-    finally:
-        async with asyncio.timeout(10):
-            await server.stop()
+    return serving(SSEServer, settings, NoOptions())
 
 
 def _publish(hub: Hub, count: int) -> None:
@@ -171,7 +176,8 @@ async def test_bad_last_event_id_gets_400_with_the_reason() -> None:
     async with _server() as server, httpx.AsyncClient() as client:
         response = await client.get(_url(server), headers={"Last-Event-ID": "not-a-token"})
         assert response.status_code == 400
-        assert "bad Last-Event-ID" in response.text and "EPOCH:SEQ" in response.text
+        assert response.text.startswith("bad resume token: Last-Event-ID")
+        assert "EPOCH:SEQ" in response.text
         with_body = await client.post(_url(server), content=b"x")  # not GET at all
         assert with_body.status_code == 405
         response = await client.request("GET", _url(server), content=b"hello")
@@ -232,12 +238,9 @@ async def test_stopping_server_ends_the_stream_cleanly() -> None:
         assert [s.seq for s in rest] == [1, 2]
 
 
-async def test_connect_errors_are_converted() -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+async def test_connect_errors_are_converted(unused_port: int, fake_server: FakeServer) -> None:
     with pytest.raises(ServerUnavailable):
-        async with connect("127.0.0.1", port, None, FAST):
+        async with connect("127.0.0.1", unused_port, None, FAST):
             pass
 
     async def not_sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -248,21 +251,16 @@ async def test_connect_errors_are_converted() -> None:
         await writer.drain()
         writer.close()
 
-    plain = await asyncio.start_server(not_sse, "127.0.0.1", 0)
-    async with plain:
-        port = plain.sockets[0].getsockname()[1]
-        with pytest.raises(ProtocolError, match=r"text/plain.*hello"):
-            async with connect("127.0.0.1", port, None, FAST):
-                pass
+    port = await fake_server(not_sse)
+    with pytest.raises(ProtocolError, match=r"text/plain.*hello"):
+        async with connect("127.0.0.1", port, None, FAST):
+            pass
 
 
 async def _stalled_peer(
-    server: SSEServer,
+    server: SSEServer, stalled: socket.socket
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A peer that asks for the stream and then reads nothing (until the test reads)."""
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.setblocking(False)
     await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", server.port))
     stalled.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
     subscribers = server.hub.subscriber_count + 1
@@ -278,10 +276,12 @@ async def _rest_of(reader: asyncio.StreamReader) -> bytes:
     return received
 
 
-async def test_client_that_stops_reading_is_cut_and_others_keep_receiving() -> None:
+async def test_client_that_stops_reading_is_cut_and_others_keep_receiving(
+    small_receive_buffer_socket: socket.socket,
+) -> None:
     settings = FAST.with_changes(queue_size=300, history=100_000)
     async with _server(settings) as server:
-        reader, writer = await _stalled_peer(server)
+        reader, writer = await _stalled_peer(server, small_receive_buffer_socket)
 
         got: list[Sample] = []
         async with connect("127.0.0.1", server.port, None, settings) as stream:
@@ -313,11 +313,13 @@ async def test_client_that_stops_reading_is_cut_and_others_keep_receiving() -> N
         assert [s.seq for s in got] == list(range(server.hub.next_seq))
 
 
-async def test_send_stalled_past_the_dead_peer_timeout_drops_the_peer() -> None:
+async def test_send_stalled_past_the_dead_peer_timeout_drops_the_peer(
+    small_receive_buffer_socket: socket.socket,
+) -> None:
     # A queue too long to cut it: sse-starlette's send timeout is what notices this peer.
     settings = FAST.with_changes(queue_size=1_000_000, history=200_000, dead_after_s=0.3)
     async with _server(settings) as server:
-        reader, writer = await _stalled_peer(server)
+        reader, writer = await _stalled_peer(server, small_receive_buffer_socket)
         try:
             for _ in range(100):  # ~10 MB: more than the socket buffers between us hold
                 _publish(server.hub, 1_000)
@@ -329,7 +331,7 @@ async def test_send_stalled_past_the_dead_peer_timeout_drops_the_peer() -> None:
         assert (server.hub.cut_count, server.hub.subscriber_count) == (0, 0)
 
 
-async def test_endless_line_from_a_server_is_refused() -> None:
+async def test_endless_line_from_a_server_is_refused(fake_server: FakeServer) -> None:
     async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 5\n\n")
@@ -337,10 +339,8 @@ async def test_endless_line_from_a_server_is_refused() -> None:
         await writer.drain()
         await reader.read()  # hold the connection until the client leaves
 
-    hostile = await asyncio.start_server(endless, "127.0.0.1", 0)
-    async with hostile:
-        port = hostile.sockets[0].getsockname()[1]
-        settings = FAST.with_changes(max_message_bytes=1_024)
-        async with connect("127.0.0.1", port, None, settings) as stream:
-            with pytest.raises(FrameTooLarge, match="1024 bytes"):
-                await anext(stream)
+    port = await fake_server(endless)
+    settings = FAST.with_changes(max_message_bytes=1_024)
+    async with connect("127.0.0.1", port, None, settings) as stream:
+        with pytest.raises(FrameTooLarge, match="1024 bytes"):
+            await anext(stream)

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from model.errors import ConnectionLost, PeerSilent, ProtocolError, ServerUnavailable
 from model.sample import Sample
-from tests.support import wait_until
-from transports.hub import Hub
+from tests.conftest import FakeServer
+from tests.support import EPOCH, serving, wait_until
+from tests.support import make_samples as _samples
 from transports.ndjson import (
     Heartbeat,
     ServerError,
@@ -22,32 +23,27 @@ from transports.ndjson import (
     encode_heartbeat,
     encode_hello,
 )
-from transports.registry import get
 from transports.resume import ResumeToken
 from transports.settings import Settings
-from transports.tcp import HELLO_TIMEOUT_S, TcpServer, connect
+from transports.tcp import TcpOptions, TcpServer
+from transports.tcp import connect as _connect
 
-EPOCH = "c0ffee"
 #: No heartbeats unless a test asks: a test's lines are then exactly what it published.
 QUIET = Settings(heartbeat_s=0, dead_after_s=2.0, connect_timeout_s=2.0)
+OPTIONS = TcpOptions(hello_timeout_s=2.0)
 
 
-def _samples(first: int, stop: int) -> list[Sample]:
-    return [Sample(EPOCH, seq, seq % 2, 1_000 + seq) for seq in range(first, stop)]
+def connect(
+    host: str, port: int, token: ResumeToken | None, settings: Settings
+) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Sample]]:
+    return _connect(host, port, token, settings, OPTIONS)
 
 
-@contextlib.asynccontextmanager
-async def _server(
+def _server(
     settings: Settings = QUIET, hello_timeout_s: float = 2.0, held: int = 0
-) -> AsyncIterator[TcpServer]:
-    hub = Hub(EPOCH, settings)
-    hub.publish(_samples(0, held))
-    server = TcpServer(hub, "127.0.0.1", 0, settings, hello_timeout_s=hello_timeout_s)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+) -> contextlib.AbstractAsyncContextManager[TcpServer]:
+    options = TcpOptions(hello_timeout_s=hello_timeout_s)
+    return serving(TcpServer, settings, options, held=held)
 
 
 async def _raw_exchange(port: int, payload: bytes) -> tuple[list[ServerLine], bytes]:
@@ -68,15 +64,6 @@ async def _raw_exchange(port: int, payload: bytes) -> tuple[list[ServerLine], by
 async def _first(stream: AsyncIterator[Sample], count: int) -> list[Sample]:
     async with asyncio.timeout(10):
         return [await anext(stream) for _ in range(count)]
-
-
-def test_registered_with_its_record() -> None:
-    tcp = get("tcp")
-    assert (tcp.default_port, tcp.url("127.0.0.1", 8890)) == (8890, "tcp://127.0.0.1:8890")
-    assert tcp.features.resume and tcp.features.heartbeat and tcp.features.push
-    assert not tcp.features.browser_native
-    assert tcp.dependencies == ()
-    assert HELLO_TIMEOUT_S == 5.0
 
 
 @pytest.mark.parametrize(
@@ -117,9 +104,11 @@ async def test_hello_may_arrive_byte_by_byte_with_crlf() -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "bad hello"),
-        (b'{"epoch":"c0ffee"}\n', "give both epoch and since"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "protocol error: hello must be"),
+        (b'{"epoch":"c0ffee"}\n', "bad resume token: give both epoch and since"),
         (b'{"epoch":"NOT-HEX","since":1}\n', "hex"),
+        # A trailing newline is not part of an epoch (re.match with $ would accept it).
+        (b'{"epoch":"c0ffee\\n","since":1}\n', "bad resume token: epoch must be"),
         (b"{}\nmore\n", 'only {"heartbeat":NS} lines'),
     ],
 )
@@ -146,7 +135,7 @@ async def test_oversized_hello_is_cut_at_the_limit() -> None:
 async def test_no_hello_in_time_gets_an_error_line() -> None:
     async with _server(hello_timeout_s=0.2) as server:
         lines, _ = await _raw_exchange(server.port, b"{")
-    assert lines == [ServerError("no hello within 0.2 s")]
+    assert lines == [ServerError("peer silent: no hello within 0.2 s")]
 
 
 async def test_bytes_after_the_hello_close_the_connection() -> None:
@@ -183,7 +172,7 @@ async def test_connection_limit_sends_server_full() -> None:
         async with connect("127.0.0.1", server.port, ResumeToken(EPOCH, -1), settings) as first:
             await _first(first, 1)
             async with connect("127.0.0.1", server.port, None, settings) as second:
-                with pytest.raises(ProtocolError, match="server full"):
+                with pytest.raises(ProtocolError, match="server full: connection limit 1"):
                     await _first(second, 1)
 
 
@@ -208,25 +197,15 @@ async def test_heartbeats_arrive_when_idle_and_keep_the_client_alive() -> None:
                 assert await pending == _samples(0, 1)[0]
 
 
-async def _silent_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> asyncio.Server:
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
-async def test_client_declares_a_silent_server_dead() -> None:
+async def test_client_declares_a_silent_server_dead(fake_server: FakeServer) -> None:
     async def accept_and_say_nothing(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.read()  # until the client gives up
 
-    server = await _silent_server(accept_and_say_nothing)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        settings = QUIET.with_changes(dead_after_s=0.2)
-        async with connect("127.0.0.1", port, None, settings) as stream:
-            with pytest.raises(PeerSilent):
-                await _first(stream, 1)
-    finally:
-        server.close()
+    port = await fake_server(accept_and_say_nothing)
+    settings = QUIET.with_changes(dead_after_s=0.2)
+    async with connect("127.0.0.1", port, None, settings) as stream:
+        with pytest.raises(PeerSilent):
+            await _first(stream, 1)
 
 
 async def test_server_drops_a_client_whose_heartbeats_stop() -> None:
@@ -235,7 +214,7 @@ async def test_server_drops_a_client_whose_heartbeats_stop() -> None:
         # A hand-made client: hello, then no heartbeat, reading what the server sends.
         lines, _ = await _raw_exchange(server.port, b"{}\n")
     assert isinstance(lines[-1], ServerError), lines[-1:]
-    assert "no heartbeat from the client" in lines[-1].message
+    assert lines[-1].message.startswith("peer silent: no heartbeat from the client")
     assert all(isinstance(line, Heartbeat) for line in lines[:-1])
 
 
@@ -244,24 +223,23 @@ async def test_server_drops_a_client_whose_heartbeats_stop() -> None:
     [
         (b'{"error":"go away"}\n', "go away"),
         (b'{"epoch":"c0ffee","seq":0,"value":7,"sent_ns":1}\n', "malformed"),
+        (b'{"epoch":"c0ffee\\n","seq":0,"value":1,"sent_ns":1}\n', "malformed"),
         (b"x" * 4096, "longer than 1024"),
     ],
 )
-async def test_client_rejects_what_the_server_should_not_send(reply: bytes, error: str) -> None:
+async def test_client_rejects_what_the_server_should_not_send(
+    reply: bytes, error: str, fake_server: FakeServer
+) -> None:
     async def reply_then_wait(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.readline()
         w.write(reply)
         await r.read()
 
-    server = await _silent_server(reply_then_wait)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        settings = QUIET.with_changes(max_message_bytes=1024)
-        async with connect("127.0.0.1", port, None, settings) as stream:
-            with pytest.raises(ProtocolError, match=error):
-                await _first(stream, 1)
-    finally:
-        server.close()
+    port = await fake_server(reply_then_wait)
+    settings = QUIET.with_changes(max_message_bytes=1024)
+    async with connect("127.0.0.1", port, None, settings) as stream:
+        with pytest.raises(ProtocolError, match=error):
+            await _first(stream, 1)
 
 
 async def test_stop_ends_every_stream_and_the_listener() -> None:
@@ -276,13 +254,16 @@ async def test_stop_ends_every_stream_and_the_listener() -> None:
                 pass
 
 
-async def test_client_that_stops_reading_is_cut_while_another_keeps_receiving() -> None:
+async def test_client_that_stops_reading_is_cut_while_another_keeps_receiving(
+    small_receive_buffer_socket: socket.socket,
+) -> None:
     settings = QUIET.with_changes(queue_size=500, history=100_000, send_buffer_bytes=8192)
     async with _server(settings) as server:
         hub = server.hub
-        stalled = socket.create_connection(("127.0.0.1", server.port))
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.sendall(b"{}\n")
+        stalled = small_receive_buffer_socket
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(stalled, ("127.0.0.1", server.port))
+        await loop.sock_sendall(stalled, b"{}\n")
         try:
             async with connect("127.0.0.1", server.port, None, settings) as stream:
                 await wait_until(lambda: hub.subscriber_count == 2, 5, "both subscriptions")

@@ -1,7 +1,12 @@
 """``python -m transports list | serve NAME | listen NAME``: run any transport by hand.
 
-Errors a user can cause (unknown transport, bad option, port in use, no server within
-``--wait``) are one line on stderr and exit code 2; Ctrl-C exits quietly with 130.
+Settings and the transport's options come from ``--settings-json DOC`` (one JSON document,
+for programs: see :mod:`transports.config`), then ``--set KEY=VALUE`` on top (for people;
+KEY is a shared setting or one of the transport's options). ``serve --ready-json`` adds one
+JSON readiness line (:mod:`transports.announce`) after the human ``serving ...`` line.
+
+Errors a user can cause (unknown transport, bad option or setting, port in use, no server
+within ``--wait``) are one line on stderr and exit code 2; Ctrl-C exits quietly with 130.
 """
 
 from __future__ import annotations
@@ -9,24 +14,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import json
+import math
+import os
 import secrets
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from model.errors import ServerUnavailable
 from model.posterior import BetaBinomial
+from model.sample import is_epoch
 from model.source import BernoulliSource
+from transports.announce import Announcement, Ready
 from transports.client import ClientEvent, Connected, ConnectFailed, Disconnected, StreamClient
+from transports.config import decode_config
 from transports.contract import Transport
 from transports.hub import Hub
-from transports.publisher import publish_forever
+from transports.options import Options, option_names, replace_options
+from transports.publisher import check_rate, publish_forever
 from transports.registry import TRANSPORTS, UnknownTransport, get
-from transports.settings import Settings
+from transports.settings import Settings, SettingsError, field_names
+from transports.sockets import url_host
 
 __all__ = ["main"]
 
@@ -44,28 +55,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _settings(pairs: Sequence[str]) -> Settings:
-    """Settings from ``--set KEY=VALUE`` options, each converted to its field's type."""
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
+def _configuration(transport: Transport, args: argparse.Namespace) -> tuple[Settings, Options]:
+    """The settings and options asked for: ``--settings-json``, then ``--set`` on top.
+
+    Each value is checked by its type (:class:`SettingsError` names the one that is wrong).
+    """
+    settings, options = Settings(), transport.options
+    if args.settings_json is not None:
+        settings, options = decode_config(args.settings_json, settings, options)
+    setting_keys, option_keys = field_names(), option_names(transport.options)
+    setting_changes: dict[str, object] = {}
+    option_changes: dict[str, object] = {}
+    for pair in args.set:
         key, sep, text = pair.partition("=")
-        if not sep or key not in fields:
-            raise UsageError(f"--set wants KEY=VALUE with KEY one of: {', '.join(fields)}")
-        default = getattr(Settings(), key)
-        try:
-            if text.lower() == "none":
-                value: Any = None
-            elif isinstance(default, bool):
-                value = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
-            elif isinstance(default, int):
-                value = int(text)
-            else:
-                value = float(text)
-        except (KeyError, ValueError):
-            raise UsageError(f"--set {key}: cannot read {text!r}") from None
-        changes[key] = value
-    return Settings().with_changes(**changes)
+        if not sep or key not in setting_keys + option_keys:
+            keys = ", ".join(setting_keys + option_keys)
+            raise UsageError(f"--set wants KEY=VALUE with KEY one of: {keys}")
+        # Strings, read by each field's type (strict=False); "none" is the only null.
+        value = None if text.lower() in ("none", "null") else text
+        (setting_changes if key in setting_keys else option_changes)[key] = value
+    settings = Settings.from_mapping(setting_changes, settings, strict=False)
+    options = replace_options(options, option_changes, strict=False)
+    return transport.settings(settings), options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +93,14 @@ def _parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="a shared setting, e.g. heartbeat_s=1 (see transports/settings.py)",
+            help="a shared setting, e.g. heartbeat_s=1 (see transports/settings.py), "
+            "or one of the transport's options",
+        )
+        p.add_argument(
+            "--settings-json",
+            metavar="DOC",
+            help='{"settings": {...}, "options": {...}} as one JSON document (see '
+            "transports/config.py); --set applies on top",
         )
 
     serve = sub.add_parser("serve", help="publish the Bernoulli stream over one transport")
@@ -90,7 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate", type=float, help="samples per second (0: as fast as read)")
     serve.add_argument("--p", type=float, default=0.72, help="success probability")
     serve.add_argument("--seed", type=int, default=0, help="seed of the source")
-    serve.add_argument("--epoch", help="epoch name (default: random hex)")
+    serve.add_argument("--epoch", help="epoch name, 1-64 lowercase hex digits (default: random)")
+    serve.add_argument(
+        "--ready-json",
+        action="store_true",
+        help='also print {"ready": {...}} as one JSON line once listening (for programs)',
+    )
 
     listen = sub.add_parser("listen", help="receive the stream and print the posterior")
     common(listen)
@@ -109,12 +132,14 @@ def _list() -> int:
     return 0
 
 
-async def _serve(transport: Transport, args: argparse.Namespace, settings: Settings) -> int:
+async def _serve(
+    transport: Transport, args: argparse.Namespace, settings: Settings, options: Options
+) -> int:
     source = BernoulliSource(args.p, args.seed)
     epoch = args.epoch or secrets.token_hex(4)
     hub = Hub(epoch, settings)
     port = transport.default_port if args.port is None else args.port
-    server = transport.serve(hub, args.host, port, settings)
+    server = transport.serve(hub, args.host, port, settings, options)
     try:
         await server.start()
     except OSError as exc:
@@ -126,11 +151,14 @@ async def _serve(transport: Transport, args: argparse.Namespace, settings: Setti
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     rate = transport.default_rate_hz if args.rate is None else args.rate
     print(
-        f"serving {transport.name} on {args.host}:{server.port} "
+        f"serving {transport.name} on {url_host(args.host)}:{server.port} "
         f"url={transport.url(args.host, server.port)} epoch={epoch} rate={rate:g}/s "
         f"p={args.p} seed={args.seed}",
         flush=True,
     )
+    if args.ready_json:
+        ready = Ready(transport.name, args.host, server.port, epoch, os.getpid())
+        print(Announcement(ready).encode(), flush=True)
     publisher = asyncio.create_task(publish_forever(hub, source, rate))
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -166,7 +194,9 @@ def _format(sample_seq: int, value: int, post: BetaBinomial, as_json: bool, epoc
     )
 
 
-async def _listen(transport: Transport, args: argparse.Namespace, settings: Settings) -> int:
+async def _listen(
+    transport: Transport, args: argparse.Namespace, settings: Settings, options: Options
+) -> int:
     port = transport.default_port if args.port is None else args.port
     url = transport.url(args.host, port)
     said_waiting = False
@@ -183,7 +213,7 @@ async def _listen(transport: Transport, args: argparse.Namespace, settings: Sett
             print(f"reconnected{resumed}", file=sys.stderr)
 
     client = StreamClient(
-        transport, args.host, port, settings, on_event=report, initial_wait_s=args.wait
+        transport, args.host, port, settings, options, on_event=report, initial_wait_s=args.wait
     )
     posterior = BetaBinomial()
     received = 0
@@ -203,24 +233,38 @@ async def _listen(transport: Transport, args: argparse.Namespace, settings: Sett
     return 0
 
 
+def _check_serve_arguments(args: argparse.Namespace) -> None:
+    if args.rate is not None:
+        try:
+            check_rate(args.rate)
+        except ValueError as exc:
+            raise UsageError(f"--{exc}") from None
+    if not 0.0 <= args.p <= 1.0:
+        raise UsageError(f"--p must lie in [0, 1], got {args.p}")
+    if args.epoch is not None and not is_epoch(args.epoch):
+        raise UsageError(f"--epoch must be 1-64 lowercase hex digits, got {args.epoch!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
             return _list()
         transport = get(args.name)
-        settings = transport.settings(_settings(args.set))
+        settings, options = _configuration(transport, args)
         if args.port is not None and not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be 0-65535, got {args.port}")
         if args.command == "serve":
-            if args.rate is not None and args.rate < 0:
-                raise UsageError(f"--rate must be >= 0, got {args.rate}")
-            if not 0.0 <= args.p <= 1.0:
-                raise UsageError(f"--p must lie in [0, 1], got {args.p}")
-            return asyncio.run(_serve(transport, args, settings))
+            _check_serve_arguments(args)
+            return asyncio.run(_serve(transport, args, settings, options))
         if args.count is not None and args.count < 1:
             raise UsageError(f"--count must be >= 1, got {args.count}")
-        return asyncio.run(_listen(transport, args, settings))
+        if not (math.isfinite(args.wait) and args.wait >= 0):
+            raise UsageError(f"--wait must be a number of seconds >= 0, got {args.wait}")
+        return asyncio.run(_listen(transport, args, settings, options))
+    except SettingsError as exc:
+        print(f"python -m transports: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (UsageError, UnknownTransport) as exc:
         message = exc.args[0] if exc.args else str(exc)
         print(f"python -m transports: {message}", file=sys.stderr)

@@ -18,6 +18,7 @@ from model.errors import ServerUnavailable, StreamError
 from model.sample import Sample
 from transports.backoff import Backoff
 from transports.contract import Transport
+from transports.options import Options
 from transports.resume import ResumeToken
 from transports.settings import Settings
 
@@ -57,6 +58,7 @@ class StreamClient:
         host: str,
         port: int,
         settings: Settings | None = None,
+        options: Options | None = None,
         *,
         on_event: Callable[[ClientEvent], None] | None = None,
         initial_wait_s: float | None = None,
@@ -65,6 +67,7 @@ class StreamClient:
         self.transport = transport
         self.host, self.port = host, port
         self.settings = transport.settings(settings)
+        self.options = transport.options if options is None else options
         self._on_event = on_event
         self._initial_wait_s = initial_wait_s
         # The newest (epoch, seq) received, kept as plain fields: a token object per sample
@@ -91,7 +94,7 @@ class StreamClient:
             offered = self.token if self.settings.resume else None
             try:
                 async with self.transport.connect(
-                    self.host, self.port, offered, self.settings
+                    self.host, self.port, offered, self.settings, self.options
                 ) as stream:
                     self.connection += 1
                     self._backoff.reset()

@@ -100,8 +100,8 @@ class Hub:
         # would lose the wake-up of a waiter that had checked but not yet started waiting.
         self._published: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
-        # The newest position a stateless reader (a poller) asked from; None until one asks.
-        self._poll_position: int | None = None
+        # Positions of readers the hub does not feed itself (pollers), asked for on demand.
+        self._watched: list[Callable[[], int | None]] = []
 
     @property
     def oldest_seq(self) -> int:
@@ -157,16 +157,22 @@ class Hub:
         held = self._ring[a:b] if a < b else self._ring[a:] + self._ring[:b]
         return held  # type: ignore[return-value]  # every slot in [oldest, next) is filled
 
-    def note_poll_position(self, seq: int) -> None:
-        """A poller asked for samples after ``seq``: it holds everything up to there."""
-        self._poll_position = max(seq + 1, self._poll_position or 0)
+    def watch(self, position: Callable[[], int | None]) -> None:
+        """Count a reader the hub does not feed (a poller) among :meth:`lowest_reader`'s.
+
+        ``position`` gives the next seq that reader lacks, None while it has asked nothing.
+        Whoever moves it calls :meth:`room_made`.
+        """
+        self._watched.append(position)
+
+    def room_made(self) -> None:
+        """A reader moved on: wake a publisher waiting for room."""
         self._room.set()
 
     def lowest_reader(self) -> int | None:
         """The position of the reader furthest behind, None when nobody reads."""
         positions = [sub.cursor for sub in self._subscribers]
-        if self._poll_position is not None:
-            positions.append(self._poll_position)
+        positions += [p for watched in self._watched if (p := watched()) is not None]
         return min(positions) if positions else None
 
     async def wait_for_room(self, ahead: int) -> None:

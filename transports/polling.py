@@ -3,13 +3,16 @@
 Server: an aiohttp app answering ``GET /samples?epoch=E&since=SEQ[&wait=SECONDS]`` with a JSON
 array of at most ``settings.batch`` wire-form samples, oldest first (which ones:
 :mod:`transports.poll_query`). With ``wait`` it holds the request until a sample the client
-lacks exists or the wait (capped at ``settings.long_poll_wait_s``) ends, then answers (``[]``
+lacks exists or the wait (capped at the long-poll ``wait_s`` option) ends, then answers (``[]``
 if nothing came). A malformed query gets 400 with a plain-text reason, other paths 404, a
-request beyond ``settings.max_connections`` open connections 503 (and the connection closed).
+request beyond ``settings.max_connections`` open connections 503 (and the connection closed);
+the answers come from :mod:`transports.rejections`.
 Idle keep-alive connections are closed after ``settings.dead_after_s`` (aiohttp's own default
 when that is None), so dead clients do not pile up; request lines and headers are bounded by
 aiohttp's limits (8190 bytes). The server keeps no state per client: a poller that stops
-costs nothing but its idle connection, until the keep-alive timeout.
+costs nothing but its idle connection, until the keep-alive timeout. It only remembers the
+newest position any poller asked from, so that a saturating publisher (rate 0) paces itself
+to the pollers as it does to subscribers.
 
 Clients: one ``aiohttp.ClientSession`` per "connection", which here is a polling session on
 one keep-alive TCP connection. It ends when a request fails or when that TCP connection is
@@ -21,26 +24,27 @@ resume). The first request of a session is a plain poll bounded by
 ``ServerUnavailable``). After each answer the client moves its own position ``(epoch, since)``
 to the newest sample received.
 
-- ``poll`` pauses ``settings.poll_interval_s`` between polls, except after a full batch,
-  when more is likely waiting and it asks again at once;
-- ``long-poll`` asks back to back with ``wait=settings.long_poll_wait_s``.
+- ``poll`` pauses its ``interval_s`` option (:class:`PollOptions`) between polls, except
+  after a full batch, when more is likely waiting and it asks again at once;
+- ``long-poll`` asks back to back with ``wait=`` its ``wait_s`` option (:class:`LongPollOptions`).
 
 Dead-server detection is aiohttp's ``ClientTimeout(total=...)`` per request (the only timer):
-``dead_after_s`` for a poll, ``long_poll_wait_s + dead_after_s`` for a long poll; a request
-that takes longer raises ``PeerSilent``.
+``dead_after_s`` for a poll, ``wait_s + dead_after_s`` for a long poll; a request that takes
+longer raises ``PeerSilent``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
-import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Annotated
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from model.errors import (
@@ -49,32 +53,96 @@ from model.errors import (
     PeerSilent,
     ProtocolError,
     ServerUnavailable,
+    StreamError,
+    TooManyConnections,
 )
 from model.sample import Sample, decode_samples, encode_samples
 from transports.contract import Features, Transport
 from transports.hub import Hub
+from transports.options import Options
 from transports.poll_query import answer_range, format_poll_query, parse_poll_query, wanted_seq
+from transports.rejections import http_refusal
 from transports.resume import ResumeToken
 from transports.settings import Settings
+from transports.sockets import BACKLOG, bound_port, listening_sockets, url_host
 
-__all__ = ["LONG_POLL", "POLL", "PollingServer", "connect_long_poll", "connect_poll"]
+__all__ = [
+    "LONG_POLL",
+    "POLL",
+    "LongPollOptions",
+    "PollOptions",
+    "PollingServer",
+    "connect_long_poll",
+    "connect_poll",
+]
 
 PATH = "/samples"
 #: How long ``stop()`` lets requests in flight finish before cutting them (held long polls).
 _SHUTDOWN_GRACE_S = 0.25
 _ANSWER_HEADERS = {"Cache-Control": "no-store"}
+#: What aiohttp closes an idle keep-alive connection after when ``dead_after_s`` is None.
+_AIOHTTP_KEEPALIVE_S = 75.0
 
 
-def _backlog(settings: Settings) -> int:
-    # Pollers reconnect in bursts (a restart, a reset); aiohttp's 128 would drop their SYNs.
-    return min(settings.max_connections, 1024)
+class PollOptions(Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``poll`` client's pace."""
+
+    #: Pause between polls (none after a full batch). At least 1 ms: not a busy loop.
+    interval_s: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = 0.1
+
+
+class LongPollOptions(Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How long a long poll is held."""
+
+    #: How long the client asks the server to hold a request without data, and the most a
+    #: server holds one. At least 1 ms: the query carries milliseconds, and 0 is a plain poll.
+    wait_s: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = 5.0
+
+
+def _idle_timeout_s(settings: Settings) -> float:
+    """When the server closes an idle keep-alive connection: a dead poller's is not kept."""
+    return _AIOHTTP_KEEPALIVE_S if settings.dead_after_s is None else settings.dead_after_s
+
+
+def _max_wait_s(options: Options) -> float:
+    """The longest hold the server grants: a ``poll`` server serves long polls too."""
+    return (options if isinstance(options, LongPollOptions) else LongPollOptions()).wait_s
+
+
+class _PollerPositions:
+    """The newest position any poller asked from (the one poll-only state of the server).
+
+    A poller holds no subscription, but a saturating publisher (rate 0) paces itself to the
+    reader furthest behind, so the hub is told where pollers are.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._next: int | None = None  # None until a poller asks
+        hub.watch(lambda: self._next)
+
+    def asked_after(self, seq: int) -> None:
+        """A poller holds everything up to ``seq``."""
+        self._next = max(seq + 1, self._next or 0)
+        self._hub.room_made()
+
+
+def _refusal(error: StreamError) -> web.Response:
+    status, text = http_refusal(error)
+    return web.Response(status=status, text=text)
 
 
 class PollingServer:
     """The aiohttp app serving both ``poll`` and ``long-poll``."""
 
-    def __init__(self, hub: Hub, host: str, port: int, settings: Settings) -> None:
+    def __init__(
+        self, hub: Hub, host: str, port: int, settings: Settings, options: Options
+    ) -> None:
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
+        self.max_wait_s = _max_wait_s(options)
+        self._pollers = _PollerPositions(hub)
+        #: Polls answered with samples (or none): how busy pollers kept the server.
+        self.polls_answered = 0
         self.app = web.Application()
         self.app.router.add_get(PATH, self._samples)
         self._runner: web.AppRunner | None = None
@@ -84,27 +152,29 @@ class PollingServer:
         return self._port
 
     async def start(self) -> None:
-        keepalive: dict[str, Any] = {}
-        if self.settings.dead_after_s is not None:
-            keepalive["keepalive_timeout"] = self.settings.dead_after_s
         runner = web.AppRunner(
             self.app,
             access_log=None,  # a log line per poll would cost more than the answer
             handler_cancellation=True,  # a client that hangs up frees its held long poll
             shutdown_timeout=_SHUTDOWN_GRACE_S,
-            **keepalive,
+            keepalive_timeout=_idle_timeout_s(self.settings),
         )
         await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._port))
-            await web.SockSite(runner, sock, backlog=_backlog(self.settings)).start()
+            sockets = listening_sockets(self.host, self._port)
         except BaseException:
-            sock.close()
             await runner.cleanup()
             raise
-        self._port = sock.getsockname()[1]
+        try:
+            for sock in sockets:
+                # aiohttp listens again on the socket, with this backlog (its own default: 128).
+                await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            await runner.cleanup()
+            raise
+        self._port = bound_port(sockets)
         self._runner = runner
 
     async def stop(self) -> None:
@@ -118,27 +188,27 @@ class PollingServer:
 
     async def _samples(self, request: web.Request) -> web.Response:
         if self._too_many_connections():
-            refusal = web.Response(
-                status=503, text=f"connection limit {self.settings.max_connections} reached"
-            )
+            limit = self.settings.max_connections
+            refusal = _refusal(TooManyConnections(f"connection limit {limit} reached"))
             refusal.force_close()
             return refusal
         hub, settings = self.hub, self.settings
         try:
-            query = parse_poll_query(request.query.items(), settings.long_poll_wait_s)
+            query = parse_poll_query(request.query.items(), self.max_wait_s)
         except ProtocolError as exc:
-            raise web.HTTPBadRequest(text=f"bad query: {exc}") from exc
+            return _refusal(exc)
         answer = answer_range(query.token, hub.epoch, hub.oldest_seq, hub.next_seq, settings.batch)
         if not answer and query.wait_s > 0:
             # Tell a saturating publisher (rate 0) a reader waits here, or it never starts.
-            hub.note_poll_position(answer.start - 1)
+            self._pollers.asked_after(answer.start - 1)
             await hub.wait_beyond(wanted_seq(query.token, hub.epoch) - 1, query.wait_s)
             answer = answer_range(
                 query.token, hub.epoch, hub.oldest_seq, hub.next_seq, settings.batch
             )
         # The poller will hold everything up to the end of this answer: a saturating publisher
         # paces itself to that, and may publish the next answer while this one travels.
-        hub.note_poll_position(answer.stop - 1)
+        self._pollers.asked_after(answer.stop - 1)
+        self.polls_answered += 1
         body = encode_samples(hub.slice(answer.start, len(answer)))
         return web.Response(body=body, content_type="application/json", headers=_ANSWER_HEADERS)
 
@@ -194,17 +264,12 @@ class _Poller:
         url: str,
         token: ResumeToken | None,
         settings: Settings,
-        long_poll: bool,
+        options: Options,
     ) -> None:
         self._session, self._url, self.token, self._settings = session, url, token, settings
-        dead = settings.dead_after_s
-        if long_poll:
-            self._wait: float | None = settings.long_poll_wait_s
-            total = None if dead is None else settings.long_poll_wait_s + dead
-        else:
-            self._wait, total = None, dead
-        self._timeout = _request_timeout(total)
-        self._pause = 0.0 if long_poll else settings.poll_interval_s
+        self._wait = options.wait_s if isinstance(options, LongPollOptions) else None
+        self._timeout = _request_timeout(_request_timeout_s(settings, options))
+        self._pause = options.interval_s if isinstance(options, PollOptions) else 0.0
 
     async def _ask(self, wait: float | None, timeout: aiohttp.ClientTimeout) -> list[Sample]:
         url = self._url + format_poll_query(self.token, wait)
@@ -251,57 +316,87 @@ class _Poller:
             batch = await self.poll()
 
 
+def _request_timeout_s(settings: Settings, options: Options) -> float | None:
+    """How long one poll may take before the server counts as dead (None: forever)."""
+    dead = settings.dead_after_s
+    if dead is None or not isinstance(options, LongPollOptions):
+        return dead
+    return options.wait_s + dead
+
+
 @asynccontextmanager
 async def _connect(
-    host: str, port: int, token: ResumeToken | None, settings: Settings, *, long_poll: bool
+    host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[AsyncIterator[Sample]]:
     connector = aiohttp.TCPConnector(limit=1)
     guard = _OneConnection()
+    url = f"http://{url_host(host)}:{port}{PATH}"
     async with aiohttp.ClientSession(connector=connector, trace_configs=[guard.trace]) as session:
-        poller = _Poller(session, f"http://{host}:{port}{PATH}", token, settings, long_poll)
+        poller = _Poller(session, url, token, settings, options)
         first = await poller.handshake()
         yield poller.samples(first)
 
 
 def connect_poll(
-    host: str, port: int, token: ResumeToken | None, settings: Settings
+    host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AbstractAsyncContextManager[AsyncIterator[Sample]]:
-    """A polling session asking every ``poll_interval_s`` (at once after a full batch)."""
-    return _connect(host, port, token, settings, long_poll=False)
+    """A polling session asking every ``interval_s`` (at once after a full batch)."""
+    if not isinstance(options, PollOptions):
+        raise TypeError(f"poll takes PollOptions, got {type(options).__name__}")
+    return _connect(host, port, token, settings, options)
 
 
 def connect_long_poll(
-    host: str, port: int, token: ResumeToken | None, settings: Settings
+    host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AbstractAsyncContextManager[AsyncIterator[Sample]]:
-    """A long-polling session: requests back to back, each held up to ``long_poll_wait_s``."""
-    return _connect(host, port, token, settings, long_poll=True)
+    """A long-polling session: requests back to back, each held up to ``wait_s``."""
+    if not isinstance(options, LongPollOptions):
+        raise TypeError(f"long-poll takes LongPollOptions, got {type(options).__name__}")
+    return _connect(host, port, token, settings, options)
 
 
-_COMMON: dict[str, Any] = dict(
+def _keepalive_params(settings: Settings, options: Options) -> Mapping[str, float | None]:
+    """The pace of polls, each poll's timeout, and the server's idle keep-alive timeout."""
+    pace = (
+        {"long_poll_wait_s": options.wait_s}
+        if isinstance(options, LongPollOptions)
+        else {"poll_interval_s": options.interval_s if isinstance(options, PollOptions) else None}
+    )
+    return pace | {
+        "request_timeout_s": _request_timeout_s(settings, options),
+        "server_idle_timeout_s": _idle_timeout_s(settings),
+    }
+
+
+POLL = Transport(
+    name="poll",
+    summary="aiohttp HTTP polling every interval_s, JSON array of up to a batch",
     default_port=8891,
+    endpoint="http://{host}:{port}" + PATH,
     features=Features(
         resume=True, heartbeat=False, browser_native=True, bidirectional=False, push=False
     ),
     serve=PollingServer,
+    connect=connect_poll,
+    options=PollOptions(),
     dependencies=("aiohttp",),
     modules=("transports.polling", "transports.poll_query"),
+    baseline="aiohttp-poll",
+    bad_input_family="http-poll",
     resume_token="query ?epoch=E&since=SEQ",
+    keepalive="none: every poll is a fresh request (request timeout)",
+    keepalive_params=_keepalive_params,
 )
 
-POLL = Transport(
-    name="poll",
-    summary="aiohttp HTTP polling every poll_interval_s, JSON array of up to a batch",
-    endpoint="http://{host}:{port}" + PATH,
-    connect=connect_poll,
-    heartbeat="none: every poll is a fresh request (request timeout)",
-    **_COMMON,
-)
-
-LONG_POLL = Transport(
+#: The same server and wire as ``poll``; only the client's pace differs. Its own port, so it
+#: can run beside ``poll``.
+LONG_POLL = dataclasses.replace(
+    POLL,
     name="long-poll",
     summary="aiohttp HTTP long polling: held until a sample exists or the wait ends",
+    default_port=8897,
     endpoint="http://{host}:{port}" + PATH + "?wait=S",
     connect=connect_long_poll,
-    heartbeat="held request ends after wait; request timeout",
-    **_COMMON,
+    options=LongPollOptions(),
+    keepalive="held request ends after wait; request timeout",
 )

@@ -9,6 +9,7 @@ as the slowest reader takes them, stamped when published.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from itertools import repeat
 
@@ -16,16 +17,29 @@ from model.sample import Sample
 from model.source import BernoulliSource
 from transports.hub import Hub
 
-__all__ = ["publish_forever"]
+__all__ = ["MAX_RATE_HZ", "MIN_RATE_HZ", "check_rate", "publish_forever"]
 
 #: Most samples created in one step, so a lagging server still lets its connections run.
 _STEP = 1_000
+#: Rates a schedule can hold: below a sample a day the period overflows nothing but means
+#: nothing either, and at 1e-300 it is infinite; above 10 M/s no server here keeps up.
+MIN_RATE_HZ = 1 / 86_400
+MAX_RATE_HZ = 10_000_000.0
+
+
+def check_rate(rate_hz: float) -> float:
+    """``rate_hz`` if a publisher can keep to it (0: saturate); ValueError saying why not."""
+    if not math.isfinite(rate_hz) or not (rate_hz == 0 or MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ):
+        raise ValueError(
+            f"rate must be 0 (as fast as read) or between {MIN_RATE_HZ:.3g} and "
+            f"{MAX_RATE_HZ:g} samples/s, got {rate_hz!r}"
+        )
+    return rate_hz
 
 
 async def publish_forever(hub: Hub, source: BernoulliSource, rate_hz: float) -> None:
     """Publish until cancelled."""
-    if rate_hz < 0:
-        raise ValueError(f"rate must be >= 0, got {rate_hz}")
+    check_rate(rate_hz)
     if rate_hz == 0:
         await _saturate(hub, source)
         return

@@ -12,12 +12,11 @@ samples a hub still holds (oldest first, all of the current epoch):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from model.errors import BadResumeToken
-from model.sample import EPOCH_PATTERN
+from model.sample import is_epoch
 
 __all__ = [
     "ResumeToken",
@@ -27,7 +26,6 @@ __all__ = [
     "start_seq",
 ]
 
-_EPOCH = re.compile(EPOCH_PATTERN)
 _MAX_SEQ = 2**63 - 1
 
 
@@ -37,7 +35,7 @@ class ResumeToken:
     since: int
 
     def __post_init__(self) -> None:
-        if not _EPOCH.match(self.epoch):
+        if not is_epoch(self.epoch):
             raise BadResumeToken(f"epoch must be 1-64 lowercase hex digits, got {self.epoch!r}")
         if not -1 <= self.since <= _MAX_SEQ:
             raise BadResumeToken(f"since must be a seq >= -1, got {self.since}")

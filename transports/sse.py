@@ -4,11 +4,12 @@ Server: ``GET /events`` answers ``text/event-stream``; each sample is one event 
 ``id: EPOCH:SEQ`` and ``data:`` its wire JSON, a whole hub batch per chunk. The stream opens with
 ``retry:`` (the shared backoff base) and carries a comment ping every ``heartbeat_s``. A
 ``Last-Event-ID: EPOCH:SEQ`` header resumes (sse-starlette leaves the header to the app).
-Answers: 400 for a malformed ``Last-Event-ID`` or a request body, 503 when full (the hub's limit
-or uvicorn's ``limit_concurrency``), 404 elsewhere, 400 from uvicorn for a request it cannot
-parse or whose head exceeds ``max_message_bytes``. A subscriber the hub cuts (it stopped
-reading) and a send stuck longer than ``dead_after_s`` get their connection aborted: a peer
-that reads nothing would otherwise hold a graceful close, and its connection slot, forever.
+Answers (from :mod:`transports.rejections`): 400 for a malformed ``Last-Event-ID`` or a request
+body, 503 when full (the hub's limit or uvicorn's ``limit_concurrency``), 404 elsewhere, 400
+from uvicorn for a request it cannot parse or whose head exceeds ``max_message_bytes``. A
+subscriber the hub cuts (it stopped reading) and a send stuck longer than ``dead_after_s`` get
+their connection aborted: a peer that reads nothing would otherwise hold a graceful close, and
+its connection slot, forever.
 
 Client: one ``GET`` through ``httpx_sse.aconnect_sse`` (``Last-Event-ID`` when resuming). Every
 network read runs under the shared dead-peer deadline; httpx's own read timeout is off.
@@ -19,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
 from functools import cache, partial
 
 import anyio
@@ -43,6 +43,7 @@ from model.errors import (
     FrameTooLarge,
     ProtocolError,
     ServerUnavailable,
+    StreamError,
     SubscriberOverflow,
     TooManyConnections,
 )
@@ -50,9 +51,11 @@ from model.sample import Sample
 from transports.contract import Features, Transport
 from transports.deadline import read_within
 from transports.hub import Hub, Subscription
+from transports.options import NoOptions, Options
+from transports.rejections import http_refusal
 from transports.resume import ResumeToken, format_event_id
 from transports.settings import Settings
-from transports.sockets import tune_accepted
+from transports.sockets import BACKLOG, bound_port, listening_sockets, tune_accepted, url_host
 from transports.sse_wire import (
     LINE_END,
     PING_COMMENT,
@@ -62,7 +65,7 @@ from transports.sse_wire import (
     token_from_header,
 )
 
-__all__ = ["SSE", "SSEServer", "SampleEvents", "connect"]
+__all__ = ["SSE", "SSEServer", "SampleEvents", "connect", "keepalive_params"]
 
 PATH = "/events"
 _log = logging.getLogger(__name__)
@@ -154,10 +157,17 @@ class _SampleStream(EventSourceResponse):
                 pass
 
 
+def _refuse(error: StreamError) -> Response:
+    status, text = http_refusal(error)
+    return PlainTextResponse(text, status_code=status)
+
+
 class SSEServer:
     """uvicorn serving a starlette app with the event stream at ``/events``."""
 
-    def __init__(self, hub: Hub, host: str, port: int, settings: Settings) -> None:
+    def __init__(
+        self, hub: Hub, host: str, port: int, settings: Settings, options: Options
+    ) -> None:
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
         self.streams: set[_SampleStream] = set()
         self.app = Starlette(routes=[Route(PATH, self._events, methods=["GET"])])
@@ -171,15 +181,15 @@ class SSEServer:
     async def _events(self, request: Request) -> Response:
         headers = request.headers
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-            return PlainTextResponse(f"GET {PATH} takes no request body\n", status_code=400)
+            return _refuse(ProtocolError(f"GET {PATH} takes no request body"))
         client = request.scope.get("client")
         try:
             token = token_from_header(headers.get("last-event-id"))
             subscription = self.hub.subscribe(token, on_overflow=partial(self.abort, client))
         except BadResumeToken as exc:
-            return PlainTextResponse(f"bad Last-Event-ID: {exc}\n", status_code=400)
+            return _refuse(BadResumeToken(f"Last-Event-ID: {exc}"))
         except TooManyConnections as exc:
-            return PlainTextResponse(f"{exc}\n", status_code=503)
+            return _refuse(exc)
         return _SampleStream(self, subscription)
 
     @property
@@ -200,17 +210,9 @@ class SSEServer:
                 connection.transport.abort()
 
     async def start(self) -> None:
-        # Our own socket, so port 0 works and the bound port can be read back.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._port))
-            sock.listen(2048)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
+        # Our own sockets, so port 0 works and the bound port can be read back.
+        sockets = listening_sockets(self.host, self._port)
+        self._port = bound_port(sockets)
         ready = asyncio.Event()
 
         async def started() -> None:
@@ -222,6 +224,7 @@ class SSEServer:
             http=_protocol(self.settings),
             ws="none",
             lifespan="off",
+            backlog=BACKLOG,  # uvicorn listens again on our sockets, with this
             access_log=False,
             log_config=None,
             proxy_headers=False,
@@ -234,12 +237,13 @@ class SSEServer:
             callback_notify=started,
         )
         server = _EmbeddedUvicorn(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        serving = asyncio.create_task(server.serve(sockets=sockets))
         waiting = asyncio.create_task(ready.wait())
         await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         if serving.done():
-            sock.close()
+            for sock in sockets:
+                sock.close()
             serving.result()
             raise RuntimeError("uvicorn stopped while starting")
         self._uvicorn, self._serving = server, serving
@@ -339,7 +343,7 @@ class SampleEvents:
 
 
 def _url(host: str, port: int) -> str:
-    return f"http://{host}:{port}{PATH}"
+    return f"http://{url_host(host)}:{port}{PATH}"
 
 
 async def _excerpt(response: httpx.Response) -> str:
@@ -375,7 +379,7 @@ def _tls_context() -> ssl.SSLContext:
 
 @contextlib.asynccontextmanager
 async def connect(
-    host: str, port: int, token: ResumeToken | None, settings: Settings
+    host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[SampleEvents]:
     url = _url(host, port)
     headers = {} if token is None else {"Last-Event-ID": format_event_id(token.epoch, token.since)}
@@ -400,6 +404,15 @@ async def connect(
         yield events
 
 
+def keepalive_params(settings: Settings, options: Options) -> Mapping[str, float | None]:
+    """Comment pings from the server, the client's read deadline, the server's send timeout."""
+    return {
+        "comment_ping_interval_s": settings.heartbeat_s or None,
+        "read_timeout_s": settings.dead_after_s,
+        "server_send_timeout_s": settings.dead_after_s,
+    }
+
+
 SSE = Transport(
     name="sse",
     summary="Server-Sent Events: starlette + sse-starlette under uvicorn, httpx-sse client",
@@ -410,8 +423,12 @@ SSE = Transport(
     ),
     serve=SSEServer,
     connect=connect,
+    options=NoOptions(),
     dependencies=("starlette", "sse-starlette", "uvicorn", "httpx", "httpx-sse"),
     modules=("transports.sse", "transports.sse_wire"),
+    baseline="sse-starlette",
+    bad_input_family="http-stream",
     resume_token="Last-Event-ID: E:SEQ (event id E:SEQ)",
-    heartbeat="SSE comment ping, client read deadline",
+    keepalive="SSE comment ping, client read deadline",
+    keepalive_params=keepalive_params,
 )

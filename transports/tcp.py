@@ -5,8 +5,9 @@ server sends nothing before it, so a bare connect-and-leave (a readiness probe) 
 and logs nothing. Then the server streams wire-form samples, one per line, a whole batch per
 write, and a ``{"heartbeat":NS}`` line whenever it was idle for ``settings.heartbeat_s``.
 
-A peer that breaks the rules gets a last ``{"error":"..."}`` line and is closed; the server goes
-on serving the others. The rules: a hello within ``hello_timeout_s`` (5 s), well-formed, no
+A peer that breaks the rules gets a last ``{"error":"..."}`` line (its text from
+:mod:`transports.rejections`) and is closed; the server goes on serving the others. The rules:
+a hello within the ``hello_timeout_s`` option (5 s), well-formed, no
 longer than ``settings.max_message_bytes``; after it the client sends only its own
 ``{"heartbeat":NS}`` lines, every ``heartbeat_s``, and anything else is rejected. Heartbeats
 flow both ways so that each side notices a silent peer (a black hole) after ``dead_after_s``:
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Annotated
+
+import msgspec
 
 from model.errors import (
     ConnectionLost,
@@ -33,6 +36,7 @@ from model.errors import (
     PeerSilent,
     ProtocolError,
     ServerUnavailable,
+    StreamError,
     SubscriberOverflow,
     TooManyConnections,
 )
@@ -52,16 +56,24 @@ from transports.ndjson import (
     parse_client_line,
     parse_hello,
 )
+from transports.options import Options
+from transports.rejections import rejection_text
 from transports.resume import ResumeToken
 from transports.settings import Settings
-from transports.sockets import tune_accepted
+from transports.sockets import BACKLOG, bound_port, listening_sockets, tune_accepted
 
-__all__ = ["HELLO_TIMEOUT_S", "TCP", "TcpServer", "connect"]
+__all__ = ["TCP", "TcpOptions", "TcpServer", "connect", "keepalive_params"]
 
 log = logging.getLogger(__name__)
 
-#: How long a new connection may take to send its hello.
-HELLO_TIMEOUT_S = 5.0
+
+class TcpOptions(Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What only the tcp transport needs."""
+
+    #: How long a new connection may take to send its hello.
+    hello_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+
+
 #: How long a closing connection may take to flush its last bytes before it is aborted (a peer
 #: that stopped reading would otherwise hold it open forever).
 CLOSE_GRACE_S = 1.0
@@ -72,7 +84,11 @@ MAX_UNSENT_HEARTBEAT_BYTES = 4096
 
 
 class _Rejected(Exception):
-    """Internal: end this connection with an error line carrying the message."""
+    """Internal: end this connection with an error line saying why (``error``)."""
+
+    def __init__(self, error: StreamError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _PeerGone(Exception):
@@ -89,7 +105,7 @@ class _Connection:
         self.ended = asyncio.Event()
         self.rejected = False
 
-    def end(self, error: str | None = None) -> None:
+    def end(self, error: StreamError | None = None) -> None:
         """Stop the stream, after a last error line if ``error`` (idempotent).
 
         Synchronous, so the hub's overflow callback can call it while the pump is blocked in
@@ -104,9 +120,10 @@ class _Connection:
         if error is None:
             self.writer.close()
             return
-        log.info("closing %s: %s", self.writer.get_extra_info("peername"), error)
+        text = rejection_text(error)
+        log.info("closing %s: %s", self.writer.get_extra_info("peername"), text)
         self.rejected = True
-        self.writer.write(encode_error(error))
+        self.writer.write(encode_error(text))
         # Half-close only: closing a socket with unread input sends RST, and a RST can
         # destroy the error line before the peer reads it. ``finish`` drains, then closes.
         self.writer.write_eof()
@@ -134,12 +151,13 @@ class TcpServer:
         host: str,
         port: int,
         settings: Settings,
-        *,
-        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        options: Options,
     ) -> None:
+        if not isinstance(options, TcpOptions):
+            raise TypeError(f"the tcp server takes TcpOptions, got {type(options).__name__}")
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
-        self.hello_timeout_s = hello_timeout_s
-        self._server: asyncio.Server | None = None
+        self.hello_timeout_s = options.hello_timeout_s
+        self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -148,15 +166,26 @@ class TcpServer:
         return self._port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self._port, family=socket.AF_INET
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
+        sockets = listening_sockets(self.host, self._port)
+        try:
+            # One asyncio server per address: start_server takes one socket.
+            for sock in sockets:
+                server = await asyncio.start_server(self._handle, sock=sock, backlog=BACKLOG)
+                self._servers.append(server)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            for sock in sockets:
+                sock.close()
+            self._servers = []
+            raise
+        self._port = bound_port(sockets)
 
     async def stop(self) -> None:
-        if self._server is None:
+        if not self._servers:
             return
-        self._server.close()
+        for server in self._servers:
+            server.close()
         for connection in list(self._connections):
             connection.end()
         if self._handlers:
@@ -164,8 +193,9 @@ class TcpServer:
             _, late = await asyncio.wait(self._handlers, timeout=CLOSE_GRACE_S + 1.0)
             for task in late:
                 task.cancel()
-        await self._server.wait_closed()
-        self._server = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -175,13 +205,13 @@ class TcpServer:
         try:
             if len(self._connections) >= self.settings.max_connections:
                 # Not waiting for the hello: a full server should not hold sockets for 5 s.
-                raise _Rejected("server full")
+                raise _Rejected(self._full())
             self._connections.add(connection)
             # TCP_NODELAY and a bounded send buffer; OSError (reset already) is caught below.
             tune_accepted(writer.get_extra_info("socket"), self.settings)
             await self._serve(connection, reader)
         except _Rejected as exc:
-            connection.end(str(exc))
+            connection.end(exc.error)
         except (_PeerGone, ConnectionError, OSError):
             pass  # the peer left; nothing to tell it, nothing worth a log line
         finally:
@@ -189,15 +219,18 @@ class TcpServer:
             await connection.finish(reader)
             self._handlers.discard(task)
 
+    def _full(self) -> TooManyConnections:
+        return TooManyConnections(f"connection limit {self.settings.max_connections} reached")
+
     async def _serve(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
         splitter = LineSplitter(self.settings.max_message_bytes)
         token = await self._read_hello(reader, splitter)
         try:
             subscription = self.hub.subscribe(
-                token, on_overflow=lambda reason: connection.end(f"slow consumer: {reason}")
+                token, on_overflow=lambda reason: connection.end(SubscriberOverflow(reason))
             )
         except TooManyConnections as exc:
-            raise _Rejected("server full") from exc
+            raise _Rejected(exc) from exc
         tasks = [
             asyncio.create_task(self._pump(connection, subscription)),
             asyncio.create_task(self._listen(connection, reader, splitter)),
@@ -222,18 +255,15 @@ class TcpServer:
                         raise _PeerGone
                     lines = splitter.feed(chunk)
         except TimeoutError:
-            raise _Rejected(f"no hello within {self.hello_timeout_s:g} s") from None
+            raise _Rejected(PeerSilent(f"no hello within {self.hello_timeout_s:g} s")) from None
         except FrameTooLarge as exc:
-            raise _Rejected(f"hello too large: {exc}") from exc
+            raise _Rejected(exc) from exc
         try:
             token = parse_hello(lines[0])
-        except ProtocolError as exc:
-            raise _Rejected(f"bad hello: {exc}") from exc
-        try:
             for line in lines[1:]:
                 parse_client_line(line)
         except ProtocolError as exc:
-            raise _Rejected(str(exc)) from exc
+            raise _Rejected(exc) from exc
         return token
 
     async def _pump(self, connection: _Connection, subscription: Subscription) -> None:
@@ -266,9 +296,9 @@ class TcpServer:
                 for line in splitter.feed(data):
                     parse_client_line(line)
         except PeerSilent as exc:
-            connection.end(f"no heartbeat from the client: {exc}")
+            connection.end(PeerSilent(f"no heartbeat from the client: {exc}"))
         except ProtocolError as exc:
-            connection.end(str(exc))
+            connection.end(exc)
         except (ConnectionError, OSError):
             pass
         connection.end()
@@ -276,7 +306,7 @@ class TcpServer:
 
 @asynccontextmanager
 async def connect(
-    host: str, port: int, token: ResumeToken | None, settings: Settings
+    host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[AsyncIterator[Sample]]:
     try:
         reader, writer = await asyncio.wait_for(
@@ -332,6 +362,17 @@ async def _samples(reader: asyncio.StreamReader, settings: Settings) -> AsyncIte
         deadline.close()
 
 
+def keepalive_params(settings: Settings, options: Options) -> Mapping[str, float | None]:
+    """Heartbeat lines both ways, a read deadline on each side."""
+    heartbeat = settings.heartbeat_s or None
+    return {
+        "heartbeat_interval_s": heartbeat,
+        "read_timeout_s": settings.dead_after_s,
+        # The server enforces the client's heartbeats only when heartbeats are on.
+        "server_read_timeout_s": settings.dead_after_s if heartbeat else None,
+    }
+
+
 TCP = Transport(
     name="tcp",
     summary="Raw asyncio TCP, one JSON per line: hello-line resume, heartbeat lines",
@@ -342,8 +383,12 @@ TCP = Transport(
     ),
     serve=TcpServer,
     connect=connect,
+    options=TcpOptions(),
     dependencies=(),
     modules=("transports.tcp", "transports.ndjson"),
+    baseline="asyncio-tcp",
+    bad_input_family="tcp",
     resume_token='hello line {"epoch":E,"since":SEQ}',
-    heartbeat='{"heartbeat":NS} lines both ways, a read deadline on each side',
+    keepalive='{"heartbeat":NS} lines both ways, a read deadline on each side',
+    keepalive_params=keepalive_params,
 )

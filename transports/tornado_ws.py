@@ -6,23 +6,21 @@ Server: a ``WebSocketHandler`` at ``/websocket/`` sending one wire-form sample p
 Client: ``websocket_connect`` with the same pings, plus the shared read deadline; a ``None``
 message is tornado's way of saying the connection closed.
 
-Close codes the server uses: 1008 (policy: bad resume token, a message from the client, a
-subscriber that fell behind), 1009 (message too big, from tornado), 1013 (server full),
-1001 (server shutting down).
+Close codes and reasons come from :mod:`transports.rejections`: 1008 (bad resume token, a
+message from the client, a subscriber that fell behind), 1013 (server full), 1001 (server
+shutting down); 1009 (message too big) is tornado's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import tornado.httpclient
 import tornado.httpserver
 import tornado.iostream
-import tornado.netutil
 import tornado.web
 import tornado.websocket
 
@@ -31,6 +29,7 @@ from model.errors import (
     ConnectionLost,
     ProtocolError,
     ServerUnavailable,
+    StreamError,
     SubscriberOverflow,
     TooManyConnections,
 )
@@ -38,13 +37,27 @@ from model.sample import Sample, decode_sample, encode_sample
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline
 from transports.hub import Hub, Subscription
+from transports.options import NoOptions, Options
+from transports.rejections import SHUTTING_DOWN, rejection, rejection_text, ws_close_reason
 from transports.resume import ResumeToken, parse_query
 from transports.settings import Settings
-from transports.sockets import tune_accepted
+from transports.sockets import bound_port, listening_sockets, tune_accepted, url_host
 
-__all__ = ["SEED", "TORNADO_WS", "TornadoServer", "connect", "ping_timeout"]
+__all__ = [
+    "SEED",
+    "TORNADO_CLOSE_WAIT_S",
+    "TORNADO_WS",
+    "TornadoServer",
+    "connect",
+    "keepalive_params",
+    "ping_timeout",
+]
 
 PATH = "/websocket/"
+#: How long tornado's ``close()`` waits for the peer's close frame before it aborts the
+#: connection: hard-coded in tornado (``WebSocketProtocol13.close``), not configurable, so a
+#: server that detected a dead peer still holds its socket this much longer.
+TORNADO_CLOSE_WAIT_S = 5.0
 
 
 def ping_timeout(settings: Settings) -> float | None:
@@ -54,6 +67,16 @@ def ping_timeout(settings: Settings) -> float | None:
     if settings.dead_after_s is None:
         return settings.heartbeat_s
     return min(settings.dead_after_s, settings.heartbeat_s)
+
+
+def keepalive_params(settings: Settings, options: Options) -> Mapping[str, float | None]:
+    """Pings both ways (the timeout tornado enforces), the client's read deadline."""
+    return {
+        "ws_ping_interval_s": settings.heartbeat_s or None,
+        "ws_ping_timeout_s": ping_timeout(settings),
+        "tornado_close_wait_s": TORNADO_CLOSE_WAIT_S,
+        "read_timeout_s": settings.dead_after_s,
+    }
 
 
 def _observe(write: asyncio.Future[None]) -> None:
@@ -78,18 +101,15 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         query: dict[str, str] = {
-            key: self.get_query_argument(key)
+            key: self.get_query_argument(key, strip=False)  # verbatim: " 7" is no seq
             for key in ("epoch", "since")
             if key in self.request.query_arguments
         }
         try:
             token = parse_query(query)
             self._subscription = self.hub.subscribe(token, on_overflow=self._overflowed)
-        except BadResumeToken as exc:
-            self.close(1008, f"bad resume token: {exc}"[:120])
-            return
-        except TooManyConnections as exc:
-            self.close(1013, str(exc)[:120])
+        except (BadResumeToken, TooManyConnections) as exc:
+            self._reject(exc)
             return
         self.owner.handlers.add(self)
         stream = self.ws_connection.stream if self.ws_connection is not None else None
@@ -122,11 +142,14 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
             for write in writes:
                 write.add_done_callback(_observe)
 
+    def _reject(self, error: StreamError) -> None:
+        self.close(rejection(error).ws_close_code, ws_close_reason(rejection_text(error)))
+
     def _overflowed(self, reason: str) -> None:
-        self.close(1008, f"slow consumer: {reason}"[:120])
+        self._reject(SubscriberOverflow(reason))
 
     def on_message(self, message: str | bytes) -> None:
-        self.close(1008, "unexpected message: this endpoint only sends")
+        self._reject(ProtocolError("unexpected message: this endpoint only sends"))
 
     def on_close(self) -> None:
         self.owner.handlers.discard(self)
@@ -139,7 +162,9 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
 class TornadoServer:
     """A tornado HTTP server carrying the WebSocket endpoint."""
 
-    def __init__(self, hub: Hub, host: str, port: int, settings: Settings) -> None:
+    def __init__(
+        self, hub: Hub, host: str, port: int, settings: Settings, options: Options
+    ) -> None:
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
         self.handlers: set[SampleSocket] = set()
         self.app = tornado.web.Application(
@@ -155,8 +180,8 @@ class TornadoServer:
         return self._port
 
     async def start(self) -> None:
-        sockets = tornado.netutil.bind_sockets(self._port, self.host, family=socket.AF_INET)
-        self._port = sockets[0].getsockname()[1]
+        sockets = listening_sockets(self.host, self._port)
+        self._port = bound_port(sockets)
         self._http = tornado.httpserver.HTTPServer(
             self.app, max_header_size=64 * 1024, max_body_size=self.settings.max_message_bytes
         )
@@ -167,13 +192,13 @@ class TornadoServer:
             return
         self._http.stop()
         for handler in list(self.handlers):
-            handler.close(1001, "server shutting down")
+            handler.close(SHUTTING_DOWN.ws_close_code, SHUTTING_DOWN.label)
         await self._http.close_all_connections()
         self._http = None
 
 
 def _url(host: str, port: int, token: ResumeToken | None) -> str:
-    url = f"ws://{host}:{port}{PATH}"
+    url = f"ws://{url_host(host)}:{port}{PATH}"
     if token is not None:
         url += f"?epoch={token.epoch}&since={token.since}"
     return url
@@ -181,7 +206,7 @@ def _url(host: str, port: int, token: ResumeToken | None) -> str:
 
 @asynccontextmanager
 async def connect(
-    host: str, port: int, token: ResumeToken | None, settings: Settings
+    host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[AsyncIterator[Sample]]:
     request = tornado.httpclient.HTTPRequest(
         _url(host, port, token),
@@ -219,39 +244,48 @@ async def _messages(
         yield decode_sample(message)
 
 
-_COMMON: dict[str, Any] = dict(
-    default_port=8888,
-    endpoint="ws://{host}:{port}" + PATH,
-    serve=TornadoServer,
-    connect=connect,
-    dependencies=("tornado",),
-    modules=("transports.tornado_ws",),
-    heartbeat="WebSocket ping/pong (tornado), client read deadline",
-)
-
 TORNADO_WS = Transport(
     name="tornado-ws",
     summary="Tornado WebSocket, the reference: pings, resume by ?epoch=E&since=SEQ",
+    default_port=8888,
+    endpoint="ws://{host}:{port}" + PATH,
     features=Features(resume=True, heartbeat=True, browser_native=True, bidirectional=True),
+    serve=TornadoServer,
+    connect=connect,
+    options=NoOptions(),
+    dependencies=("tornado",),
+    modules=("transports.tornado_ws",),
+    baseline="tornado-ws",
+    bad_input_family="websocket",
     resume_token="query ?epoch=E&since=SEQ",
-    **_COMMON,
+    keepalive="WebSocket ping/pong (tornado), client read deadline",
+    keepalive_params=keepalive_params,
 )
+
+
+def _as_originally_written(settings: Settings) -> Settings:
+    """The seed design's keepalive and retry, whatever else the caller set."""
+    return settings.with_changes(
+        heartbeat_s=10.0,
+        dead_after_s=30.0,
+        backoff_base_s=3.0,
+        backoff_cap_s=3.0,
+        backoff_jitter=False,
+        resume=False,
+    )
+
 
 #: The design the project grew from: a sample every 100 ms, ping interval 10 s and timeout
 #: 30 s as written (tornado caps the timeout at the interval, so 10 s is in force), a fixed 3 s
-#: retry, no resume. Kept to show what that design gets; do not fix it.
-SEED = Transport(
+#: retry, no resume. Kept to show what that design gets; do not fix it. Its own port, so it
+#: can run beside the reference.
+SEED = dataclasses.replace(
+    TORNADO_WS,
     name="tornado-ws-seed",
     summary="Tornado WebSocket as the original design: 10/s, ping 10 s, fixed 3 s retry, no resume",
+    default_port=8898,
     features=Features(resume=False, heartbeat=True, browser_native=True, bidirectional=True),
-    fixed_settings={
-        "heartbeat_s": 10.0,
-        "dead_after_s": 30.0,
-        "backoff_base_s": 3.0,
-        "backoff_cap_s": 3.0,
-        "backoff_jitter": False,
-        "resume": False,
-    },
+    resume_token="none",
+    fixed_settings=_as_originally_written,
     default_rate_hz=10.0,
-    **_COMMON,
 )
