@@ -1,25 +1,30 @@
 """Experiments: run every transport side by side and report the figures.
 
 ``python -m experiments`` (what ``nox -s compare`` runs) starts each transport's server through
-the real CLI (:mod:`experiments.harness`), runs clients in worker processes
-(:mod:`experiments.client_worker`), runs the scenarios of :mod:`experiments.scenarios` over the
-transports of ``transports.registry`` (never a hand-written list), writes
-``results/<UTC time>/results.json`` (:mod:`experiments.results`, schema 1) and renders
-``report.md`` and PNG plots from that file alone (:mod:`experiments.report`).
+the real CLI, runs clients in worker processes, runs the scenarios over the transports of
+``transports.registry`` (never a hand-written list), writes ``results/<UTC time>/results.json``
+and renders ``report.md`` and PNG plots from that file alone.
 
-Modules:
+The layout, one folder per concern:
 
-- :mod:`experiments.cli` — command line, progress bar, summary table;
-- :mod:`experiments.profiles` — quick/default/full: durations, rates, clients, repeats;
-- :mod:`experiments.harness` — ServerProcess, ClientProcess (readiness, teardown, psutil);
-- :mod:`experiments.jobs` / :mod:`experiments.client_worker` — the client worker's job/result;
-- :mod:`experiments.context` — what a scenario gets (RunContext);
-- :mod:`experiments.runner` — repeats x scenarios x transports;
-- :mod:`experiments.scenarios` — the scenario registry, one module per scenario;
-- :mod:`experiments.pushers` — minimal standalone pushers per library (throughput baseline);
-- :mod:`experiments.stats` / :mod:`experiments.aggregate` — percentiles, median and range;
-- :mod:`experiments.results` — results.json and the environment it records;
-- :mod:`experiments.report` / :mod:`experiments.plots` — report.md and PNG plots.
+- ``run/`` — running a comparison: the command line (``cli``), the loop over repeats,
+  scenarios and transports (``runner``), what a scenario gets (``context``), the profiles and
+  the one set of settings every transport runs with (``profiles``), and the server processes
+  with their readiness and teardown (``processes``);
+- ``worker/`` — the client side, in its own processes: the typed job, events and result that
+  cross the process boundary (``schema``), the worker itself (``main``), starting it
+  (``process``), and the one probe of a server's CPU, RSS and socket bytes (``probe``);
+- ``faults/`` — what breaks things: the Toxiproxy-like fault proxy (``proxy``), hostile peers
+  per protocol family (``hostile``), the pure per-fault figures (``windows``) and what the
+  fault scenarios share (``rounds``);
+- ``scenarios/`` — one module per scenario, each owning its run, its knobs per profile, its
+  table columns and its report sections (``scenario`` holds the contract, ``delivery`` the one
+  delivery judgement every scenario makes);
+- ``baselines/`` — minimal standalone pushers, one per library: each transport's ceiling on
+  its own library, named on its registry record;
+- ``report/`` — report.md, plots and the console summary, from results.json alone;
+- ``results.py`` — the results.json schema, shared by the run and the report;
+- ``histogram.py`` — HDR latency histograms, mergeable across clients, workers and repeats.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""``python -m experiments``: see :mod:`experiments.cli`."""
+"""``python -m experiments``: see :mod:`experiments.run.cli`."""
 
 from __future__ import annotations
 
 import sys
 
-from experiments.cli import main
+from experiments.run.cli import main
 
 __all__: list[str] = []
 

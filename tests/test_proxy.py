@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from experiments.proxy import FaultProxy, slice_sizes
+from experiments.faults.proxy import FaultProxy, slice_sizes
 
 #: Generous bound for anything that should happen; only failures ever wait this long.
 WAIT_S = 5.0

@@ -9,11 +9,11 @@ transport adds (hub, resume, shared client, framing choices), not the measuremen
 
 Each pusher module offers ``async start_server(host, port, source, epoch) -> (port, stop)``
 and ``async read(host, port, epoch, sink)`` (runs until cancelled, ``sink.take(sample)`` per
-sample). ``python -m experiments.pushers serve|read NAME`` runs either side as a process.
+sample). ``python -m experiments.baselines serve|read NAME`` runs either side as a process.
 
-Transports map to pushers by library (:func:`pusher_for`): the first of a transport's
-``dependencies`` found in :data:`BY_LIBRARY`; a transport on the standard library alone gets
-the raw asyncio TCP pusher.
+A transport names its baseline on its registry record (``Transport.baseline``);
+:func:`baseline_of` looks it up and fails loudly when the name is unknown (a test checks
+every registered transport).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from transports.contract import Transport
 
-__all__ = ["BATCH", "BY_LIBRARY", "PUSHERS", "Pusher", "pusher_for"]
+__all__ = ["BATCH", "PUSHERS", "Pusher", "UnknownBaseline", "baseline_of"]
 
 #: Samples generated and written per flush.
 BATCH = 256
@@ -41,35 +41,41 @@ class Pusher:
 TORNADO_WS = Pusher(
     "tornado-ws",
     "tornado",
-    "experiments.pushers.tornado_ws",
+    "experiments.baselines.tornado_ws",
     "tornado WebSocketHandler, write_message per sample, one await per batch",
 )
 ASYNCIO_TCP = Pusher(
     "asyncio-tcp",
     "stdlib",
-    "experiments.pushers.asyncio_tcp",
+    "experiments.baselines.asyncio_tcp",
     "asyncio streams, NDJSON lines coalesced into one write per batch",
 )
 SSE = Pusher(
     "sse-starlette",
     "sse-starlette",
-    "experiments.pushers.sse",
+    "experiments.baselines.sse",
     "starlette + sse-starlette under uvicorn, a batch of events per chunk; httpx-sse reader",
 )
 AIOHTTP_POLL = Pusher(
     "aiohttp-poll",
     "aiohttp",
-    "experiments.pushers.aiohttp_poll",
+    "experiments.baselines.aiohttp_poll",
     "aiohttp web, GET answers 1,000 samples per response; aiohttp client",
 )
 
 PUSHERS: dict[str, Pusher] = {p.name: p for p in (TORNADO_WS, ASYNCIO_TCP, SSE, AIOHTTP_POLL)}
-BY_LIBRARY: dict[str, Pusher] = {p.library: p for p in PUSHERS.values()}
 
 
-def pusher_for(transport: Transport) -> Pusher:
-    """The pusher on the library the transport is built on."""
-    for library in transport.dependencies:
-        if library in BY_LIBRARY:
-            return BY_LIBRARY[library]
-    return ASYNCIO_TCP
+class UnknownBaseline(LookupError):
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(
+            f"{transport.name} names baseline {transport.baseline!r}; known: {', '.join(PUSHERS)}"
+        )
+
+
+def baseline_of(transport: Transport) -> Pusher:
+    """The minimal pusher the transport names as its baseline (on its own library)."""
+    try:
+        return PUSHERS[transport.baseline]
+    except KeyError:
+        raise UnknownBaseline(transport) from None

@@ -1,13 +1,12 @@
-"""``python -m experiments.pushers serve|read NAME``: one side of a minimal pusher.
+"""``python -m experiments.baselines serve|read NAME``: one side of a minimal pusher.
 
-``serve NAME [--host H] [--port P] [--seed S] [--p P]`` prints the same ``serving NAME on
-HOST:PORT ... epoch=E`` line as ``python -m transports serve`` (so the harness's readiness
-probe applies) and pushes at saturation to every reader until SIGTERM.
+``serve NAME [--host H] [--port P] [--seed S] [--p P]`` announces itself with the same JSON
+line as ``python -m transports serve --ready-json`` (so the harness's readiness check
+applies) and pushes at saturation to every reader until SIGTERM.
 
 ``read NAME --port P --epoch E [--warmup S] [--duration S] [--seed S] [--server-pid PID]``
-reads for warm-up + window and prints one JSON object: ``samples_in_window``, ``window_s``,
-``cpu_s`` (this process over the window), ``server`` (the server's CPU/RSS/IO deltas over the
-window, as the client worker reports them), ``counts`` (the ledger's) and ``error``.
+reads for warm-up + window and prints one :class:`~experiments.baselines.process.BaselineResult`
+as JSON.
 """
 
 from __future__ import annotations
@@ -15,20 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
+import os
 import secrets
 import signal
 import sys
 import time
-from dataclasses import asdict
-from typing import Any
 
+import msgspec
 import psutil
 
-from experiments.client_worker import ServerProbe, cpu_seconds
-from experiments.pushers import PUSHERS
-from experiments.pushers.sink import Sink
+from experiments.baselines import PUSHERS
+from experiments.baselines.process import BaselineResult
+from experiments.baselines.sink import Sink
+from experiments.worker.probe import ServerProbe, cpu_seconds
 from model.source import BernoulliSource
+from transports.announce import Announcement, Ready
 
 __all__ = ["main"]
 
@@ -44,6 +44,8 @@ async def _serve(args: argparse.Namespace) -> int:
         f"p={args.p} seed={args.seed}",
         flush=True,
     )
+    ready = Announcement(Ready(f"pusher-{args.name}", args.host, port, epoch, os.getpid()))
+    print(ready.encode(), flush=True)
     done = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
     await done.wait()
@@ -51,7 +53,7 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read(args: argparse.Namespace) -> dict[str, Any]:
+async def _read(args: argparse.Namespace) -> BaselineResult:
     module = importlib.import_module(PUSHERS[args.name].module)
     sink = Sink(BernoulliSource(args.p, args.seed))
     me = psutil.Process()
@@ -77,20 +79,20 @@ async def _read(args: argparse.Namespace) -> dict[str, Any]:
         error = f"{type(exc).__name__}: {exc}" if exc else "the reader stopped early"
     reading.cancel()
     await asyncio.gather(reading, return_exceptions=True)
-    return {
-        "pusher": args.name,
-        "samples_in_window": sink.in_window,
-        "received": sink.received,
-        "window_s": window,
-        "cpu_s": cpu,
-        "server": probe.delta() if probe is not None else None,
-        "counts": asdict(sink.ledger.counts()),
-        "error": error,
-    }
+    return BaselineResult(
+        pusher=args.name,
+        samples_in_window=sink.in_window,
+        received=sink.received,
+        window_s=window,
+        cpu_s=cpu,
+        server=probe.usage() if probe is not None else None,
+        counts=sink.ledger.counts(),
+        error=error,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.pushers")
+    parser = argparse.ArgumentParser(prog="python -m experiments.baselines")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("serve", "read"):
         p = sub.add_parser(command)
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
-        print(json.dumps(asyncio.run(_read(args)), separators=(",", ":")), flush=True)
+        sys.stdout.buffer.write(msgspec.json.encode(asyncio.run(_read(args))) + b"\n")
+        sys.stdout.flush()
         return 0
     except KeyboardInterrupt:
         return 130

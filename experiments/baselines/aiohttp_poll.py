@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from experiments.pushers.sink import Sink
+from experiments.baselines.sink import Sink
 from model.sample import Sample, decode_samples, encode_samples
 from model.source import BernoulliSource
 

@@ -7,8 +7,8 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
-from experiments.pushers import BATCH
-from experiments.pushers.sink import Sink
+from experiments.baselines import BATCH
+from experiments.baselines.sink import Sink
 from model.sample import Sample, decode_sample, encode_sample
 from model.source import BernoulliSource
 

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-from typing import Any
 
-from experiments.harness import HarnessError, ServerProcess
-from experiments.pushers import Pusher
+import msgspec
+
+from experiments.baselines import Pusher
+from experiments.run.processes import HarnessError, ServerProcess
+from experiments.worker.schema import ServerUsage
+from model.ledger import DeliveryCounts
 from transports.settings import Settings
 
-__all__ = ["PusherServer", "measure_pusher"]
+__all__ = ["BaselineResult", "PusherServer", "measure_pusher"]
+
+
+class BaselineResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a pusher's reader measured over its window."""
+
+    pusher: str
+    samples_in_window: int
+    received: int
+    window_s: float
+    #: The reader's CPU seconds over the window.
+    cpu_s: float
+    server: ServerUsage | None
+    counts: DeliveryCounts
+    error: str | None
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.samples_in_window / self.window_s if self.window_s else None
 
 
 class PusherServer(ServerProcess):
-    """``python -m experiments.pushers serve NAME``, with the harness's readiness and teardown."""
+    """``python -m experiments.baselines serve NAME``, with the harness's readiness and teardown."""
 
     def __init__(self, pusher: Pusher, *, seed: int, p: float, ready_timeout_s: float) -> None:
         super().__init__(
@@ -33,7 +53,7 @@ class PusherServer(ServerProcess):
         return [
             sys.executable,
             "-m",
-            "experiments.pushers",
+            "experiments.baselines",
             "serve",
             self.pusher.name,
             "--host",
@@ -55,14 +75,14 @@ async def measure_pusher(
     warmup_s: float,
     duration_s: float,
     ready_timeout_s: float,
-) -> dict[str, Any]:
+) -> BaselineResult:
     """Serve and read one pusher for warm-up + window; the reader's JSON result."""
     async with PusherServer(pusher, seed=seed, p=p, ready_timeout_s=ready_timeout_s) as server:
         assert server.epoch is not None
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "experiments.pushers",
+            "experiments.baselines",
             "read",
             pusher.name,
             "--port",
@@ -91,5 +111,7 @@ async def measure_pusher(
                 await proc.wait()
         if proc.returncode != 0:
             raise HarnessError(f"pusher reader {pusher.name} failed: {err.decode()[-500:]}")
-        result: dict[str, Any] = json.loads(out)
-        return result
+        try:
+            return msgspec.json.decode(out, type=BaselineResult)
+        except msgspec.DecodeError as exc:
+            raise HarnessError(f"pusher reader {pusher.name}: {exc}") from exc

@@ -21,8 +21,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from experiments.pushers import BATCH
-from experiments.pushers.sink import Sink
+from experiments.baselines import BATCH
+from experiments.baselines.sink import Sink
 from model.sample import Sample, decode_sample, encode_sample
 from model.source import BernoulliSource
 

@@ -13,8 +13,8 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from experiments.pushers import BATCH
-from experiments.pushers.sink import Sink
+from experiments.baselines import BATCH
+from experiments.baselines.sink import Sink
 from model.sample import Sample, decode_sample, encode_sample
 from model.source import BernoulliSource
 

@@ -1,30 +1,35 @@
 """Hostile peers as raw bytes, per protocol family, and how to read what the server answered.
 
-:func:`protocol_family` derives a transport's family from its registry entry (endpoint scheme,
-and for HTTP whether it pushes): ``websocket``, ``http-stream``, ``http-poll`` or ``tcp``.
-:data:`CASES` is the one table of bad inputs keyed by family; every family also gets the
-common cases (garbage bytes, a 2 MiB message). Payload builders and :func:`describe_answer`
-are pure, so they are tested without sockets.
+A transport declares its family on its registry record (``Transport.bad_input_family``):
+``websocket``, ``http-stream``, ``http-poll`` or ``tcp``. :data:`CASES` is the one table of
+bad inputs keyed by family (a test checks every family has its cases); every family also gets
+the common cases. Payload builders and :func:`describe_answer` are pure, so they are tested
+without sockets; :func:`answer`, :func:`idle_burst` and :func:`server_alive` are the peers
+themselves, on real sockets.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from transports.contract import Transport
+from transports.contract import BadInputFamily, Transport
 
 __all__ = [
     "CASES",
     "OVERSIZED_BYTES",
     "BadCase",
     "Target",
+    "answer",
     "cases_for",
     "describe_answer",
-    "protocol_family",
+    "idle_burst",
+    "server_alive",
 ]
 
 #: Twice the default 1 MiB message limit.
@@ -44,15 +49,6 @@ class Target:
 class BadCase:
     name: str
     build: Callable[[Target], bytes]
-
-
-def protocol_family(transport: Transport) -> str:
-    scheme = urlsplit(transport.endpoint).scheme
-    if scheme == "ws":
-        return "websocket"
-    if scheme == "http":
-        return "http-stream" if transport.features.push else "http-poll"
-    return scheme
 
 
 def target_of(transport: Transport, host: str, port: int) -> Target:
@@ -104,7 +100,7 @@ def _oversized_header(t: Target) -> bytes:
 #: Every family: garbage bytes.
 COMMON: tuple[BadCase, ...] = (BadCase("garbage bytes", _garbage),)
 
-CASES: dict[str, tuple[BadCase, ...]] = {
+CASES: dict[BadInputFamily, tuple[BadCase, ...]] = {
     "websocket": (
         BadCase("upgrade, then a garbage frame", lambda t: _upgrade(t) + b"\x8f\x80\0\0\0\0"),
         BadCase(
@@ -139,7 +135,7 @@ CASES: dict[str, tuple[BadCase, ...]] = {
 
 def cases_for(transport: Transport) -> tuple[BadCase, ...]:
     """The common cases and those of the transport's protocol family."""
-    return COMMON + CASES.get(protocol_family(transport), ())
+    return COMMON + CASES[transport.bad_input_family]
 
 
 def _ws_close(data: bytes) -> str | None:
@@ -178,3 +174,65 @@ def describe_answer(data: bytes, ending: str) -> str:
     if data:
         return f"{len(data)} bytes: {data[:40]!r}; {ending}"
     return ending
+
+
+_READ_LIMIT = 1 << 16
+
+
+async def answer(target: Target, payload: bytes, timeout_s: float) -> str:
+    """Send ``payload`` on a fresh socket and describe what came back."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(target.host, target.port), timeout_s
+    )
+    data = b""
+    ending = "left open"
+    try:
+        writer.write(payload)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            while len(data) < _READ_LIMIT:
+                chunk = await reader.read(_READ_LIMIT)
+                if not chunk:
+                    ending = "closed"
+                    break
+                data += chunk
+    except TimeoutError:
+        ending = f"left open after {timeout_s:g} s"
+    except ConnectionResetError:
+        ending = "reset"
+    finally:
+        writer.close()
+    return describe_answer(data, ending)
+
+
+async def server_alive(host: str, port: int, timeout_s: float) -> bool:
+    """Whether something accepts a connection on ``host:port`` within ``timeout_s``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def idle_burst(target: Target, count: int, hold_s: float) -> str:
+    """Open ``count`` connections that send nothing, hold them, close them."""
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    refused = 0
+    for _ in range(count):
+        try:
+            opened.append(
+                await asyncio.wait_for(asyncio.open_connection(target.host, target.port), hold_s)
+            )
+        except (OSError, TimeoutError):
+            refused += 1
+    # Hold them: an idle peer must not cost the server more than its socket.
+    await asyncio.sleep(hold_s)
+    closed_by_server = sum(1 for reader, _ in opened if reader.at_eof() or reader.exception())
+    for _, writer in opened:
+        writer.close()
+    return (
+        f"{len(opened)} opened ({refused} refused), held {hold_s:g} s, "
+        f"{closed_by_server} closed by the server meanwhile"
+    )

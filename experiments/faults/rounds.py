@@ -1,66 +1,76 @@
 """What the restart, reset and black-hole scenarios share.
 
-- :func:`heartbeat_params`: the dead-peer settings in force for a transport (for tornado also
-  the ping interval, the effective ping timeout and tornado's hard-coded 5 s close wait);
+- :class:`FaultPace`: the knobs every fault scenario has (rate, settle time, recovery bound);
 - :func:`target_s`: the detection figure to reach, heartbeat + dead-after + 1 s;
+- :func:`keepalive_params`: the dead-peer settings in force for a transport, with the
+  figures its record declares (``Transport.keepalive_params``);
 - :class:`Proxies`: K fault proxies in front of one server, one per client;
 - :func:`wait_flowing`: wait (bounded) until a proxy forwards server data again;
 - :func:`run_rounds`: one client through one proxy, a fault injected per round once samples
   flow (restart and reset differ only in the fault);
-- :func:`fault_metrics`: the design's metric keys from a worker result and the faults injected;
-- :func:`timeline`: samples received per bin per client, with the fault windows, for the plots;
-- :func:`rounds_record`: the record of a :func:`run_rounds` run, timeline and observations.
+- :func:`fault_outcome`: the design's metric keys, the per-fault observations and the
+  backlog traces, from a worker result and the faults injected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from experiments.context import RunContext
-from experiments.fault_figures import FaultObservation, FaultWindow, observe, summarize
-from experiments.fault_profiles import fault_profile
-from experiments.harness import ServerProcess
-from experiments.jobs import ClientGroup
-from experiments.proxy import FaultProxy
-from experiments.stats import delivery_totals
+from experiments.faults.proxy import FaultProxy
+from experiments.faults.windows import FaultWindow, observe, summarize, trace
+from experiments.report.faults import reconnection_section
+from experiments.report.plots import timeline_plot
+from experiments.results import FaultTrace, Observation, Results, Scalar
+from experiments.run.context import RunContext
+from experiments.run.processes import ServerProcess
+from experiments.scenarios.delivery import Expect, judge
+from experiments.scenarios.scenario import Column, Kind
+from experiments.worker.schema import ClientGroup, WorkerResult
 from transports.settings import Settings
-from transports.tornado_ws import ping_timeout
 
 __all__ = [
-    "TIMELINE_BIN_S",
-    "TORNADO_CLOSE_WAIT_S",
+    "FAULT_COLUMNS",
+    "FaultPace",
+    "FaultScenario",
+    "Outcome",
     "Proxies",
     "Rounds",
-    "fault_metrics",
-    "heartbeat_params",
-    "is_tornado",
+    "fault_outcome",
+    "keepalive_params",
     "now_ns",
     "proxied_groups",
-    "rounds_record",
     "run_rounds",
     "target_s",
-    "timeline",
     "wait_flowing",
 ]
-
-#: tornado.websocket.WebSocketProtocol13.close(): after sending its close frame tornado waits
-#: ``io_loop.time() + 5`` for the peer's before aborting (a literal, not configurable).
-TORNADO_CLOSE_WAIT_S = 5.0
-#: Width of one bin of the timeline plots.
-TIMELINE_BIN_S = 0.1
 
 now_ns = time.monotonic_ns
 
 
-def is_tornado(ctx: RunContext) -> bool:
-    return "transports.tornado_ws" in ctx.transport.modules
+@dataclass(frozen=True, slots=True)
+class FaultPace:
+    """How fast and how patiently a fault scenario runs."""
+
+    #: Publish rate during the fault scenarios (samples per second).
+    rate_hz: float
+    #: Samples flow this long before each fault and after the last recovery.
+    settle_s: float
+    #: Most seconds to wait for samples to flow again after a fault before giving up on it.
+    recover_timeout_s: float
+
+
+#: The pace of every fault scenario, per profile.
+PACE: dict[str, FaultPace] = {
+    "quick": FaultPace(rate_hz=100.0, settle_s=0.4, recover_timeout_s=12.0),
+    "default": FaultPace(rate_hz=100.0, settle_s=0.5, recover_timeout_s=15.0),
+    "full": FaultPace(rate_hz=100.0, settle_s=1.0, recover_timeout_s=20.0),
+}
 
 
 def target_s(settings: Settings) -> float | None:
@@ -70,10 +80,10 @@ def target_s(settings: Settings) -> float | None:
     return settings.heartbeat_s + settings.dead_after_s + 1.0
 
 
-def heartbeat_params(ctx: RunContext) -> dict[str, Any]:
+def keepalive_params(ctx: RunContext) -> dict[str, Scalar]:
     """The dead-peer and reconnect settings this transport ran the fault with."""
     s = ctx.effective_settings
-    out: dict[str, Any] = {
+    out: dict[str, Scalar] = {
         "heartbeat_s": s.heartbeat_s,
         "dead_after_s": s.dead_after_s,
         "backoff_base_s": s.backoff_base_s,
@@ -83,10 +93,7 @@ def heartbeat_params(ctx: RunContext) -> dict[str, Any]:
         "has_heartbeat": ctx.transport.features.heartbeat,
         "target_s": target_s(s),
     }
-    if is_tornado(ctx):
-        out["ws_ping_interval_s"] = s.heartbeat_s
-        out["ws_ping_timeout_s"] = ping_timeout(s)
-        out["tornado_close_wait_s"] = TORNADO_CLOSE_WAIT_S
+    out.update(ctx.transport.keepalive_in_force(s))
     return out
 
 
@@ -129,146 +136,125 @@ async def wait_flowing(proxy: FaultProxy, after_bytes: int, timeout_s: float) ->
     return True
 
 
-def _delivery(ctx: RunContext, clients: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    totals = delivery_totals(clients)
-    errors = [c["posterior_error"] for c in clients]
-    # A posterior counts each (epoch, seq) once: alpha + beta above the truth by more than the
-    # lost samples would mean a sample counted twice.
-    counted_twice = sum(
-        max(0, round(e["alpha_error"] + e["beta_error"]) + c["counts"]["lost"])
-        for e, c in zip(errors, clients, strict=True)
-    )
-    problems = []
-    for key in ("corrupted", "reordered"):
-        if totals[key]:
-            problems.append(f"{totals[key]} {key}")
-    if counted_twice:
-        problems.append(f"posterior counted {counted_twice} samples twice")
-    if ctx.transport.features.resume:
-        for key in ("lost", "duplicated"):
-            if totals[key]:
-                problems.append(f"{totals[key]} {key} (the transport resumes)")
-    died = [c["error"] for c in clients if c["error"]]
-    if died:
-        problems.append(f"{len(died)} client errors (first: {died[0]})")
-    return {
-        "lost": totals["lost"],
-        "duplicated": totals["duplicated"],
-        "reordered": totals["reordered"],
-        "corrupted": totals["corrupted"],
-        "delivered": totals["delivered"],
-        "posterior_mean_error": max((e["mean_error"] for e in errors), default=0.0),
-        "posterior_counted_twice": counted_twice,
-        "delivery_ok": not problems,
-        "delivery_problems": "; ".join(problems),
-    }
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    metrics: dict[str, Scalar]
+    observations: list[Observation]
+    traces: list[FaultTrace]
 
 
-def fault_metrics(
+def fault_outcome(
     ctx: RunContext,
-    result: dict[str, Any],
+    result: WorkerResult,
     windows: Sequence[Sequence[FaultWindow]],
-) -> tuple[dict[str, Any], list[list[FaultObservation]]]:
-    """The design's metric keys; ``windows[i]`` are the faults client ``i`` went through."""
-    clients = result["clients"]
-    observations = [
-        [observe(client, w) for w in client_windows]
-        for client, client_windows in zip(clients, windows, strict=True)
-    ]
-    flat = [o for per_client in observations for o in per_client]
-    metrics: dict[str, Any] = {"faults": sum(len(w) for w in windows)}
-    for name, values in (
-        ("detect_s", [o.detect_s for o in flat]),
-        ("reconnect_s", [o.reconnect_s for o in flat]),
-    ):
-        metrics.update(summarize(name, values))
-    metrics.update(_delivery(ctx, clients))
-    metrics["disconnects"] = sum(
-        1 for c in clients for e in c["events"] if e["type"] == "disconnected"
-    )
-    return metrics, observations
-
-
-def timeline(
-    result: dict[str, Any], windows: Sequence[Sequence[FaultWindow]], origin_ns: int
-) -> dict[str, Any]:
-    """Samples received per ``TIMELINE_BIN_S`` per client, and the fault windows, in seconds
-    from ``origin_ns`` (what the report's timeline plots draw)."""
-    clients = result["clients"]
-    end_ns = max(
-        (s[0] for c in clients for s in c["samples"]),
-        default=origin_ns,
-    )
-    bins = max(1, math.ceil((end_ns - origin_ns) / 1e9 / TIMELINE_BIN_S) + 1)
-    counts: list[list[int]] = []
-    for c in clients:
-        row = [0] * bins
-        for s in c["samples"]:
-            index = int((s[0] - origin_ns) / 1e9 / TIMELINE_BIN_S)
-            if 0 <= index < bins:
-                row[index] += 1
-        counts.append(row)
-    return {
-        "bin_s": TIMELINE_BIN_S,
-        "counts": counts,
-        "faults": [
-            [[(w.start_ns - origin_ns) / 1e9, (w.end_ns - origin_ns) / 1e9] for w in ws]
-            for ws in windows
-        ],
-        "epochs": [c["epochs"] for c in clients],
-    }
+    rate_hz: float,
+    *,
+    sees_server_drop: bool = False,
+) -> Outcome:
+    """The design's metric keys; ``windows[i]`` are the faults client ``i`` went through.
+    ``sees_server_drop``: the scenario watched for the server dropping the connection."""
+    clients = result.clients
+    observations: list[Observation] = []
+    traces: list[FaultTrace] = []
+    for index, (client, client_windows) in enumerate(zip(clients, windows, strict=True)):
+        for w in client_windows:
+            observations.append(observe(index, client, w))
+            traces.append(trace(index, client, w, rate_hz))
+    metrics: dict[str, Scalar] = {"faults": sum(len(w) for w in windows)}
+    metrics.update(summarize("detect_s", [o.detect_s for o in observations]))
+    metrics.update(summarize("reconnect_s", [o.reconnect_s for o in observations]))
+    if sees_server_drop:
+        metrics.update(summarize("server_drop_s", [o.server_drop_s for o in observations]))
+    expect = Expect(faults=True, resumes=ctx.transport.features.resume, window=False)
+    metrics.update(judge(clients, expect))
+    return Outcome(metrics, observations, traces)
 
 
 @dataclass(frozen=True, slots=True)
 class Rounds:
     """What :func:`run_rounds` leaves: the worker's result and one window per fault."""
 
-    result: dict[str, Any]
+    result: WorkerResult
     windows: list[FaultWindow]
     #: Faults after which server data flowed again within the recovery timeout.
     recovered: int
-    origin_ns: int
 
 
 #: Injects one fault and returns its window (it may restart the server, reset the proxy...).
 Inject = Callable[[ServerProcess, FaultProxy], Awaitable[FaultWindow]]
 
 
-async def run_rounds(ctx: RunContext, rounds: int, inject: Inject) -> Rounds:
+async def run_rounds(ctx: RunContext, pace: FaultPace, rounds: int, inject: Inject) -> Rounds:
     """One client reads through one proxy; ``rounds`` times, once samples flow and have run
     for ``settle_s``, ``inject`` a fault and wait (bounded) for data to flow again."""
-    fp = fault_profile(ctx.profile.name)
     windows: list[FaultWindow] = []
     recovered = 0
-    async with ctx.server(fp.rate_hz) as server, Proxies(server.port, 1) as proxies:
+    async with ctx.server(pace.rate_hz) as server, Proxies(server.port, 1) as proxies:
         proxy = proxies.items[0]
         job = ctx.job(server.port, proxied_groups(proxies), keep_samples=True, keep_latencies=False)
-        origin = now_ns()
         async with ctx.clients(job) as worker:
             await worker.wait_ready()
             for round_ in range(rounds):
                 ctx.note(f"{ctx.scenario} {round_ + 1}/{rounds}")
-                await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s)
-                await asyncio.sleep(fp.settle_s)  # the stream runs before the fault
+                await wait_flowing(proxy, proxy.forwarded_bytes, pace.recover_timeout_s)
+                await asyncio.sleep(pace.settle_s)  # the stream runs before the fault
                 windows.append(await inject(server, proxy))
-                if await wait_flowing(proxy, proxy.forwarded_bytes, fp.recover_timeout_s):
+                if await wait_flowing(proxy, proxy.forwarded_bytes, pace.recover_timeout_s):
                     recovered += 1
-            await asyncio.sleep(fp.settle_s)
+            await asyncio.sleep(pace.settle_s)
             result = await worker.stop()
-    return Rounds(result, windows, recovered, origin)
+    return Rounds(result, windows, recovered)
 
 
-def rounds_record(
-    ctx: RunContext,
-    params: dict[str, Any],
-    metrics: dict[str, Any],
-    rounds: Rounds,
-    observations: Sequence[FaultObservation],
-) -> dict[str, Any]:
-    """The record of a :func:`run_rounds` run, with its timeline and per-fault figures."""
-    record = ctx.record(params, {**metrics, "recovered": rounds.recovered})
-    record["timeline"] = timeline(rounds.result, [rounds.windows], rounds.origin_ns)
-    record["observations"] = [
-        {"detect_s": o.detect_s, "reconnect_s": o.reconnect_s} for o in observations
-    ]
-    return record
+#: The table columns of every fault scenario.
+FAULT_COLUMNS: tuple[Column, ...] = (
+    Column("faults", "faults"),
+    Column("detect_s_median", "detect s (median)"),
+    Column("detect_s_max", "detect s (max)"),
+    Column("reconnect_s_median", "reconnect s (median)", ratio=True),
+    Column("reconnect_s_max", "reconnect s (max)"),
+    Column("lost", "lost"),
+    Column("duplicated", "duplicated"),
+    Column("posterior_mean_error", "posterior |Δmean|"),
+)
+
+
+class FaultScenario:
+    """What restart, reset and black hole share: kind, columns, report sections."""
+
+    name: str
+    kind: Kind = "fault"
+    #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
+    concurrent = True
+    columns: tuple[Column, ...] = FAULT_COLUMNS
+    headline: tuple[Column, ...] = (
+        Column("faults", "faults"),
+        Column("detect_s_median", "detect s"),
+        Column("reconnect_s_median", "reconnect s"),
+        Column("lost", "lost"),
+        Column("duplicated", "dup"),
+    )
+
+    def variant(self, params: Mapping[str, Scalar]) -> str:
+        return ""
+
+    def sections(self, results: Results, out_dir: Path) -> list[str]:
+        """The backlog timelines of the first repeat, and (after the last fault scenario)
+        the reconnection table over all of them."""
+        firsts: dict[str, list[FaultTrace]] = {}
+        for r in results.records:
+            if r.scenario == self.name and not r.error and r.traces:
+                firsts.setdefault(r.transport, list(r.traces))
+        out = []
+        if firsts:
+            out.append(
+                timeline_plot(firsts, out_dir / f"timeline_{self.name}.png", self.name)
+            )
+        present = [
+            name
+            for name in ("restart", "reset", "blackhole")
+            if any(r.scenario == name for r in results.records)
+        ]
+        if present and present[-1] == self.name:
+            out.append(reconnection_section(results))
+        return [s for s in out if s]

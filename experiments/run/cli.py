@@ -4,35 +4,44 @@
 [--repeat N] [--out DIR]`` — transports and scenarios default to every registered one.
 A bad argument or an unknown name is one line on stderr and exit code 2; Ctrl-C tears every
 process down and exits with 130. A rich progress bar shows what runs; a summary table
-follows; the report is written from results.json by :mod:`experiments.report`.
+follows (when the output is not a terminal, one plain line per finished scenario instead of
+the bar); the report is written from results.json by :mod:`experiments.report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from experiments import aggregate
-from experiments.fault_profiles import fault_profile
-from experiments.harness import PRESPAWN, discard_spare, kill_all, settle_teardowns
-from experiments.profiles import EXPERIMENT_SETTINGS, PROFILES
-from experiments.report import write_report
-from experiments.results import environment, new_results, results_dir, write_results
-from experiments.runner import Progress as RunProgress
-from experiments.runner import run_suite, scenario_repeats
+from experiments.report.markdown import write_report
+from experiments.report.summary import scenario_line, summary_table
+from experiments.results import (
+    SCHEMA,
+    Record,
+    Results,
+    environment,
+    now_iso,
+    results_dir,
+    write_results,
+)
+from experiments.run.processes import kill_all, settle_teardowns
+from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
+from experiments.run.runner import Progress as RunProgress
+from experiments.run.runner import run_suite, scenario_repeats
 from experiments.scenarios import SCENARIOS, Scenario, UnknownScenario
 from experiments.scenarios import get as get_scenario
-from experiments.stats import spread
+from experiments.worker.process import PRESPAWN, discard_spare
 from transports.registry import TRANSPORTS, UnknownTransport
 from transports.registry import get as get_transport
 
@@ -67,137 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-#: The summary table's figures per scenario: (metric, label, unit, scale).
-SUMMARY_FIGURES: dict[str, tuple[tuple[str, str, str, float], ...]] = {
-    "latency": (
-        ("latency_ms_p50", "p50", " ms", 1.0),
-        ("latency_ms_p99", "p99", " ms", 1.0),
-        ("latency_ms_max", "max", " ms", 1.0),
-    ),
-    "throughput": (
-        ("samples_per_s", "", "/s", 1.0),
-        ("pusher_samples_per_s", "pusher", "/s", 1.0),
-        ("overhead_fraction", "overhead", "%", 100.0),
-    ),
-    "fanout": (
-        ("latency_ms_p99", "p99", " ms", 1.0),
-        ("delivered_fraction", "delivered", "%", 100.0),
-        ("server_cpu_percent", "server cpu", "%", 1.0),
-    ),
-    "complexity": (
-        ("sloc", "sloc", "", 1.0),
-        ("cyclomatic_total", "ccn", "", 1.0),
-        ("wire_bytes_per_sample", "wire", " B/sample", 1.0),
-    ),
-    **{
-        fault: (
-            ("detect_s_median", "detect", " s", 1.0),
-            *(
-                (("server_drop_s_median", "server drop", " s", 1.0),)
-                if fault == "blackhole"
-                else ()
-            ),
-            ("reconnect_s_median", "reconnect", " s", 1.0),
-            ("lost", "lost", "", 1.0),
-            ("duplicated", "dup", "", 1.0),
-        )
-        for fault in ("restart", "reset", "blackhole")
-    },
-    "slow-consumer": (
-        ("server_rss_growth_bytes", "rss growth", " MiB", 1.0 / (1 << 20)),
-        ("normal_client_latency_ms_p99", "p99", " ms", 1.0),
-        ("steady_latency_ms_p99", "steady p99", " ms", 1.0),
-    ),
-    "bad-input": (
-        ("server_survived", "survived", "", 1.0),
-        ("others_unaffected", "unaffected", "", 1.0),
-    ),
-}
+@contextlib.contextmanager
+def _display(console: Console, steps: int) -> Iterator[RunProgress]:
+    """A progress bar on a terminal; one plain line per finished scenario otherwise."""
+    if not console.is_terminal:
+        started = time.monotonic()
 
+        def done(scenario: Scenario, records: list[Record]) -> None:
+            console.print(
+                f"[{time.monotonic() - started:5.0f} s] {scenario_line(scenario, records)}",
+                soft_wrap=True,
+                highlight=False,
+            )
 
-def _variant(scenario: str, params: Mapping[str, Any]) -> str:
-    """What tells a scenario's rows of one transport apart (rate, clients), in short."""
-    if scenario == "latency":
-        return f" {params.get('rate_hz', 0):g}/s"
-    if scenario == "fanout":
-        return f" ×{params.get('clients', 0)}"
-    return ""
-
-
-def _figure(value: float, unit: str) -> str:
-    if unit == " s" and abs(value) < 1.0:
-        return f"{value * 1000:.3g} ms"  # a reset noticed in 1 ms reads better than 0.000932 s
-    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return text + unit
-
-
-def row_figures(row: aggregate.Row) -> str:
-    """The row's headline medians (over repeats) as ``label value`` pairs."""
-    parts: list[str] = []
-    for metric, label, unit, scale in SUMMARY_FIGURES.get(row.scenario, ()):
-        s = row.spreads.get(metric)
-        if s is None:
-            s = spread(r.get("metrics", {}).get(metric) for r in row.records)
-        if s is None:
-            if metric.startswith(("detect_s", "server_drop_s", "reconnect_s")):
-                parts.append(f"{label} —")
-            continue
-        parts.append(f"{label} {_figure(s.median * scale, unit)}".strip())
-    if row.scenario in ("restart", "reset", "blackhole"):
-        faults = sum(int(r.get("metrics", {}).get("faults") or 0) for r in row.records)
-        parts.insert(0, f"{faults} faults")
-        hold = row.params.get("hold_max_s")
-        within = f" within {hold:g} s" if isinstance(hold, int | float) else ""
-        for key, side in (("detect_s", "client"), ("server_drop_s", "server")):
-            missed = sum(int(r.get("metrics", {}).get(f"{key}_missed") or 0) for r in row.records)
-            if missed:
-                parts.append(f"{side}: {missed} not detected{within}")
-    if row.scenario == "bad-input":
-        cases = row.spreads.get("cases")
-        if cases is not None:
-            parts = [f"{p}/{cases.median:g}" for p in parts]
-    return " · ".join(parts)
-
-
-def _summary(records: Sequence[dict[str, Any]], scenarios: Sequence[str]) -> Table:
-    table = Table(title="Summary (median over repeats; report.md has every figure)")
-    table.add_column("scenario", no_wrap=True)
-    table.add_column("transport", no_wrap=True)
-    table.add_column("headline figures")
-    table.add_column("check", max_width=28)
-    for scenario in scenarios:
-        for row in aggregate.rows(records, scenario):
-            if row.problems:
-                first = row.problems[0].split(": ", 1)[-1]
-                status = f"[red]⚠ {len(row.problems)}: {first[:40]}"
-            else:
-                status = "[green]ok"
-            label = scenario + _variant(scenario, row.params)
-            table.add_row(label, row.transport, row_figures(row), status)
-    return table
-
-
-async def _run(args: argparse.Namespace, console: Console) -> int:
-    profile = PROFILES[args.profile]
-    transports = [get_transport(n) for n in (args.transports or list(TRANSPORTS))]
-    scenarios = [get_scenario(n) for n in (args.scenarios or list(SCENARIOS))]
-    repeats = profile.repeats if args.repeat is None else args.repeat
-    # --repeat N repeats the faults too; otherwise the fault profile says (its runs inject
-    # enough faults each).
-    fault_repeats = fault_profile(profile.name).repeats if args.repeat is None else None
-    out = results_dir(args.out)
-    settings = EXPERIMENT_SETTINGS
-    env = environment(
-        profile=profile.name,
-        repeats=repeats,
-        transports=[t.name for t in transports],
-        scenarios=[s.name for s in scenarios],
-        effective_settings={t.name: t.settings(settings).as_dict() for t in transports},
-        seeds=list(range(1, repeats + 1)),
-        scenario_docs={s.name: inspect.getdoc(s) or "" for s in scenarios},
-    )
-    results = new_results(profile.name, settings.as_dict(), env)
-    started = time.monotonic()
+        yield RunProgress(scenario_done=done)
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -207,16 +100,46 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         console=console,
         transient=False,
     ) as bar:
-        steps = sum(scenario_repeats(s, repeats, fault_repeats) for s in scenarios)
-        task = bar.add_task("starting", total=steps * len(transports), note="")
-        hooks = RunProgress(
+        task = bar.add_task("starting", total=steps, note="")
+        yield RunProgress(
             step=lambda d: bar.update(task, description=d, note=""),
             note=lambda n: bar.update(task, note=n),
             advance=lambda: bar.advance(task),
         )
+
+
+async def _run(args: argparse.Namespace, console: Console) -> int:
+    profile = PROFILES[args.profile]
+    transports = [get_transport(n) for n in (args.transports or list(TRANSPORTS))]
+    scenarios = [get_scenario(n) for n in (args.scenarios or list(SCENARIOS))]
+    repeats = profile.repeats if args.repeat is None else args.repeat
+    # --repeat N repeats the faults too; otherwise the profile says (one run of the fault
+    # scenarios injects many faults).
+    fault_repeats = profile.fault_repeats if args.repeat is None else None
+    out = results_dir(args.out)
+    settings = EXPERIMENT_SETTINGS
+    env = environment()
+    env.profile = profile.name
+    env.repeats = repeats
+    env.fault_repeats = min(repeats, fault_repeats or repeats)
+    env.transports = [t.name for t in transports]
+    env.scenarios = [s.name for s in scenarios]
+    env.effective_settings = {t.name: t.settings(settings) for t in transports}
+    env.options = {t.name: msgspec.Raw(msgspec.json.encode(t.options)) for t in transports}
+    env.seeds = list(range(1, repeats + 1))
+    env.scenario_docs = {s.name: inspect.getdoc(s) or "" for s in scenarios}
+    env.knobs = {
+        s.name: msgspec.Raw(msgspec.json.encode(s.knobs[profile.name])) for s in scenarios
+    }
+    results = Results(
+        schema=SCHEMA, created=now_iso(), profile=profile.name, environment=env, settings=settings
+    )
+    started = time.monotonic()
+    steps = sum(scenario_repeats(s, repeats, fault_repeats) for s in scenarios) * len(transports)
+    with _display(console, steps) as hooks:
         PRESPAWN["enabled"] = True
         try:
-            results["records"] = await run_suite(
+            results.records = await run_suite(
                 profile,
                 transports,
                 scenarios,
@@ -229,35 +152,29 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         finally:
             await settle_teardowns()
             await discard_spare()
-    elapsed = round(time.monotonic() - started, 2)
-    results["environment"]["elapsed_s"] = elapsed
-    results["environment"]["fault_repeats"] = min(repeats, fault_repeats or repeats)
-    by_kind = _elapsed_by_kind(results["records"], scenarios)
-    results["environment"]["elapsed_by_kind_s"] = by_kind
+    env.elapsed_s = round(time.monotonic() - started, 2)
+    env.elapsed_by_kind_s = _elapsed_by_kind(results.records, scenarios)
     path = write_results(out, results)
     report = write_report(out)
-    summary = _summary(results["records"], [s.name for s in scenarios])
     if not console.is_terminal:  # a log or CI: rich assumes 80 columns and wraps every figure
         console.width = max(console.width, 120)
-    console.print(summary)
+    console.print(summary_table(results.records, scenarios))
     console.print(
-        f"wall time {elapsed:.0f} s: "
-        + ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in by_kind.items())
+        f"wall time {env.elapsed_s:.0f} s: "
+        + ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in env.elapsed_by_kind_s.items())
     )
     console.print(f"results: {path}\nreport:  {report}")
     return 0
 
 
-def _elapsed_by_kind(
-    records: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]
-) -> dict[str, float]:
+def _elapsed_by_kind(records: Sequence[Record], scenarios: Sequence[Scenario]) -> dict[str, float]:
     """Wall seconds spent per scenario kind (steady, fault). Concurrent transports of one
     scenario overlap, so each (scenario, repeat) counts its slowest transport."""
-    kinds = {s.name: s.kind for s in scenarios}
+    by_name = {s.name: s for s in scenarios}
     spans: dict[tuple[str, int, str], float] = {}
     for r in records:
-        key = (r["scenario"], r["repeat"], r["transport"])
-        spans[key] = float(r.get("elapsed_s") or 0.0)  # every record of a step: the same span
+        # Every record of one step carries the same span.
+        spans[(r.scenario, r.repeat, r.transport)] = float(r.elapsed_s or 0.0)
     slowest: dict[tuple[str, int], float] = {}
     summed: dict[tuple[str, int], float] = {}
     for (scenario, repeat, _), seconds in spans.items():
@@ -265,9 +182,9 @@ def _elapsed_by_kind(
         summed[(scenario, repeat)] = summed.get((scenario, repeat), 0.0) + seconds
     out: dict[str, float] = {}
     for (scenario, repeat), seconds in summed.items():
-        concurrent = getattr(SCENARIOS.get(scenario), "concurrent", False)
-        span = slowest[(scenario, repeat)] if concurrent else seconds
-        kind = kinds.get(scenario, "steady")
+        s = by_name.get(scenario)
+        span = slowest[(scenario, repeat)] if s is not None and s.concurrent else seconds
+        kind = s.kind if s is not None else "steady"
         out[kind] = round(out.get(kind, 0.0) + span, 1)
     return out
 

@@ -5,32 +5,36 @@ A scenario's ``run(ctx)`` uses:
 - ``ctx.transport`` (a registry :class:`~transports.contract.Transport`), ``ctx.profile``,
   ``ctx.repeat``, ``ctx.seed`` (differs per repeat), ``ctx.settings`` (the shared experiment
   settings) and ``ctx.effective_settings`` (with the transport's fixed settings applied);
-- ``ctx.server(rate_hz)`` -> a :class:`~experiments.harness.ServerProcess` (use it with
+- ``ctx.server(rate_hz)`` -> a :class:`~experiments.run.processes.ServerProcess` (use it with
   ``async with``; ``kill()``/``start()`` for restarts);
-- ``ctx.job(port, groups, ...)`` -> a :class:`~experiments.jobs.ClientJob` with the run's
-  settings, seed and p filled in; ``ctx.clients(job)`` -> a
-  :class:`~experiments.harness.ClientProcess`;
-- ``ctx.record(params, metrics)`` -> one results.json record (transport, scenario and repeat
-  filled in);
-- ``ctx.note(text)`` to show what is happening in the progress bar;
-- ``ctx.shared``: a dict living for the whole run (e.g. pusher results reused by every
-  transport that maps to the same pusher within one repeat).
+- ``ctx.job(port, groups, ...)`` -> a :class:`~experiments.worker.schema.ClientJob` with the
+  run's settings, options, seed and p filled in; ``ctx.clients(job)`` -> a
+  :class:`~experiments.worker.process.ClientProcess`; ``ctx.run_worker(...)`` both at once;
+- ``ctx.record(params, metrics, ...)`` -> one :class:`~experiments.results.Record`
+  (transport, scenario and repeat filled in);
+- ``ctx.note(text)`` to show what is happening in the progress display;
+- ``ctx.baselines``: baseline results of this run, so a pusher shared by several transports
+  runs once per repeat.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.harness import ClientProcess, ServerProcess
-from experiments.jobs import ClientGroup, ClientJob
-from experiments.profiles import Profile
+import msgspec
+
+from experiments.results import FaultTrace, Observation, Record, Scalar
+from experiments.run.processes import ServerProcess
+from experiments.run.profiles import Profile
+from experiments.worker.process import ClientProcess
+from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult
 from transports.contract import Transport
 from transports.settings import Settings
 
-__all__ = ["RunContext"]
+__all__ = ["P", "RunContext"]
 
 #: The source's success probability in every experiment.
 P = 0.72
@@ -45,7 +49,8 @@ class RunContext:
     repeat: int
     seed: int
     out_dir: Path
-    shared: dict[str, Any] = field(default_factory=dict)
+    #: Results shared across the run's transports (e.g. a baseline pusher per repeat).
+    baselines: dict[tuple[str, int], Any] = field(default_factory=dict)
     note: Callable[[str], None] = lambda text: None
     p: float = P
 
@@ -60,6 +65,7 @@ class RunContext:
             self.transport.name,
             rate_hz=rate_hz,
             settings=self.effective_settings,
+            options=self.transport.options,
             seed=self.seed,
             p=self.p,
             **kwargs,
@@ -74,6 +80,7 @@ class RunContext:
             port=port,
             groups=groups,
             settings=self.settings,
+            options=msgspec.Raw(msgspec.json.encode(self.transport.options)),
             seed=self.seed,
             p=self.p,
             **kwargs,
@@ -82,11 +89,40 @@ class RunContext:
     def clients(self, job: ClientJob, **kwargs: Any) -> ClientProcess:
         return ClientProcess(job, **kwargs)
 
-    def record(self, params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "transport": self.transport.name,
-            "scenario": self.scenario,
-            "repeat": self.repeat,
-            "params": params,
-            "metrics": metrics,
-        }
+    async def run_worker(
+        self,
+        server: ServerProcess,
+        groups: tuple[ClientGroup, ...],
+        *,
+        warmup_s: float,
+        duration_s: float,
+        **job_kwargs: Any,
+    ) -> WorkerResult:
+        """One worker against ``server`` for warm-up + window; its result."""
+        job_kwargs.setdefault("server_pid", server.pid)
+        job_kwargs.setdefault("server_port", server.port)
+        job = self.job(server.port, groups, warmup_s=warmup_s, duration_s=duration_s, **job_kwargs)
+        async with self.clients(job) as worker:
+            return await worker.result()
+
+    def record(
+        self,
+        params: Mapping[str, Scalar],
+        metrics: Mapping[str, Scalar],
+        *,
+        latency: Mapping[str, str] | None = None,
+        observations: list[Observation] | None = None,
+        traces: list[FaultTrace] | None = None,
+        detail: object = None,
+    ) -> Record:
+        return Record(
+            transport=self.transport.name,
+            scenario=self.scenario,
+            repeat=self.repeat,
+            params=dict(params),
+            metrics=dict(metrics),
+            latency=dict(latency or {}),
+            observations=observations or [],
+            traces=traces or [],
+            detail=msgspec.Raw(msgspec.json.encode(detail)),
+        )

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.context import RunContext
-from experiments.harness import HarnessError
-from experiments.profiles import Profile
+from experiments.results import Record
+from experiments.run.context import RunContext
+from experiments.run.processes import HarnessError
+from experiments.run.profiles import Profile
 from experiments.scenarios import Scenario
 from model.errors import StreamError
 from transports.contract import Transport
@@ -39,7 +40,9 @@ class Progress:
     step: Callable[[str], None] = lambda description: None
     note: Callable[[str], None] = lambda text: None
     advance: Callable[[], None] = lambda: None
-    record: Callable[[dict[str, Any]], None] = lambda record: None
+    record: Callable[[Record], None] = lambda record: None
+    #: A scenario finished its last repeat: its records so far.
+    scenario_done: Callable[[Scenario, list[Record]], None] = lambda scenario, records: None
 
 
 def _stop_if_cancelled() -> None:
@@ -60,11 +63,11 @@ async def run_suite(
     progress: Progress | None = None,
     base_seed: int = 1,
     fault_repeats: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Every record of the run, in the order measured."""
     progress = progress or Progress()
-    shared: dict[str, Any] = {}
-    records: list[dict[str, Any]] = []
+    baselines: dict[tuple[str, int], Any] = {}
+    records: list[Record] = []
     for repeat in range(repeats):
         for scenario in scenarios:
             if scenario.kind == "fault" and repeat >= scenario_repeats(
@@ -74,7 +77,7 @@ async def run_suite(
 
             async def one(
                 transport: Transport, scenario: Scenario = scenario, repeat: int = repeat
-            ) -> list[dict[str, Any]]:
+            ) -> list[Record]:
                 _stop_if_cancelled()
                 ctx = RunContext(
                     transport=transport,
@@ -84,22 +87,24 @@ async def run_suite(
                     repeat=repeat,
                     seed=base_seed + repeat,
                     out_dir=out_dir,
-                    shared=shared,
+                    baselines=baselines,
                     note=progress.note,
                 )
                 started = time.monotonic()
                 try:
                     new = await scenario.run(ctx)
                 except (HarnessError, StreamError, OSError, ValueError) as exc:
-                    detail = traceback.format_exception_only(exc)[-1].strip()
-                    new = [{**ctx.record({}, {}), "error": detail}]
+                    failed = ctx.record({}, {})
+                    failed.error = traceback.format_exception_only(exc)[-1].strip()
+                    new = [failed]
                 for record in new:
-                    record.setdefault("elapsed_s", round(time.monotonic() - started, 2))
+                    if record.elapsed_s is None:
+                        record.elapsed_s = round(time.monotonic() - started, 2)
                     progress.record(record)
                 progress.advance()
                 return new
 
-            if getattr(scenario, "concurrent", False) and len(transports) > 1:
+            if scenario.concurrent and len(transports) > 1:
                 progress.step(
                     f"{scenario.name} · {len(transports)} transports at once · "
                     f"repeat {repeat + 1}/{repeats}"
@@ -113,6 +118,10 @@ async def run_suite(
                         f"{scenario.name} · {transport.name} · repeat {repeat + 1}/{repeats}"
                     )
                     records.extend(await one(transport))
+            if repeat + 1 == scenario_repeats(scenario, repeats, fault_repeats):
+                progress.scenario_done(
+                    scenario, [r for r in records if r.scenario == scenario.name]
+                )
     _stop_if_cancelled()
     return records
 

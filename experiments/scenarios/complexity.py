@@ -1,19 +1,30 @@
-"""The ``complexity`` scenario."""
+"""The ``complexity`` scenario: how much code and wire each transport takes."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lizard
 
-from experiments.context import RunContext
-from experiments.jobs import ClientGroup
-from experiments.scenarios.common import delivery_metrics, run_worker, wire_bytes
+from experiments.results import Record, Results, Scalar
+from experiments.run.context import RunContext
+from experiments.scenarios.delivery import judge
+from experiments.scenarios.scenario import Column, Kind
+from experiments.worker.schema import ClientGroup
 from transports.contract import Transport
 
-__all__ = ["COMPLEXITY", "Complexity", "code_size", "module_files"]
+__all__ = ["COMPLEXITY", "Complexity", "ComplexityKnobs", "code_size", "module_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class ComplexityKnobs:
+    """The wire bytes per sample are measured at a fixed, moderate rate."""
+
+    wire_rate_hz: float
+    wire_duration_s: float
 
 
 def module_files(modules: tuple[str, ...]) -> list[Path]:
@@ -69,38 +80,62 @@ class Complexity:
     client and CLI are not counted), ``dependencies`` (third-party distributions), the
     feature flags as 0/1, and ``wire_bytes_per_sample``: one client reads at a moderate fixed
     rate and the TCP payload both ways on the server's sockets over the window (kernel
-    counters via ``ss``, :mod:`experiments.sockstats`) is divided by the samples received, so
+    counters via ``ss``, :mod:`experiments.worker.probe`) is divided by the samples received, so
     framing, HTTP headers and heartbeats all count. The ledger checks that delivery first.
     """
 
     name = "complexity"
-    kind = "steady"
+    kind: Kind = "steady"
+    concurrent = False
+    knobs: Mapping[str, ComplexityKnobs] = {
+        "quick": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=0.4),
+        "default": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=1.0),
+        "full": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=3.0),
+    }
+    columns = (
+        Column("sloc", "lines of code"),
+        Column("cyclomatic_total", "cyclomatic complexity"),
+        Column("functions", "functions"),
+        Column("dependencies", "dependencies"),
+        Column("wire_bytes_per_sample", "wire B/sample", ratio=True),
+    )
+    headline = (
+        Column("sloc", "sloc"),
+        Column("cyclomatic_total", "ccn"),
+        Column("wire_bytes_per_sample", "B/sample"),
+    )
 
-    async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
-        cp = ctx.profile.complexity
+    def variant(self, params: Mapping[str, Scalar]) -> str:
+        return ""
+
+    async def run(self, ctx: RunContext) -> list[Record]:
+        k = self.knobs[ctx.profile.name]
         transport = ctx.transport
-        metrics: dict[str, Any] = code_size(module_files(transport.modules))
+        metrics: dict[str, Scalar] = {**code_size(module_files(transport.modules))}
         metrics["dependencies"] = len(transport.dependencies)
         metrics.update(feature_flags(transport))
-        ctx.note(f"wire bytes at {cp.wire_rate_hz:g}/s")
-        async with ctx.server(cp.wire_rate_hz) as server:
-            result = await run_worker(
-                ctx, server, (ClientGroup(1),), warmup_s=0.2, duration_s=cp.wire_duration_s
+        ctx.note(f"wire bytes at {k.wire_rate_hz:g}/s")
+        async with ctx.server(k.wire_rate_hz) as server:
+            result = await ctx.run_worker(
+                server, (ClientGroup(1),), warmup_s=0.2, duration_s=k.wire_duration_s
             )
-        delivery = delivery_metrics(result)
-        metrics.update({f"wire_{k}": v for k, v in delivery.items()})
+        delivery = judge(result.clients)
+        metrics.update({f"wire_{key}": v for key, v in delivery.items()})
         metrics["delivery_ok"] = delivery["delivery_ok"]
         metrics["delivery_problems"] = delivery["delivery_problems"]
-        probe, got = result["server"], delivery["received_in_window"]
-        wire = wire_bytes(probe)
+        got = sum(c.received_in_window for c in result.clients)
+        wire = result.server.wire_bytes if result.server is not None else None
         if wire is not None and got:
             metrics["wire_bytes_per_sample"] = wire / got
-        params = {
-            "modules": list(transport.modules),
-            "wire_rate_hz": cp.wire_rate_hz,
-            "wire_duration_s": cp.wire_duration_s,
+        params: dict[str, Scalar] = {
+            "modules": ", ".join(transport.modules),
+            "wire_rate_hz": k.wire_rate_hz,
+            "wire_duration_s": k.wire_duration_s,
         }
         return [ctx.record(params, metrics)]
+
+    def sections(self, results: Results, out_dir: Path) -> list[str]:
+        return []
 
 
 COMPLEXITY = Complexity()

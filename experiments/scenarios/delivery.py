@@ -1,89 +1,96 @@
-"""Helpers every scenario uses: run one worker against a server, judge delivery first.
+"""The one delivery judgement every scenario makes before it reports a timing.
 
-:func:`delivery_metrics` turns a worker result into the ledger totals plus ``delivery_ok``:
-true only when every client connected, none died, none disconnected, and the ledger shows no
-lost, duplicated, reordered or corrupted sample. Scenarios put these metrics in every record
-beside their timings, so the report can flag a timing taken from a run that lost samples.
+:func:`judge` turns the clients of a worker result into the ledger totals plus
+``delivery_ok`` and ``delivery_problems`` (in words). What counts as a problem:
+
+- always: a corrupted or reordered sample, a posterior that counted a sample twice, a client
+  that died or never connected;
+- lost or duplicated samples, unless the scenario injects faults into a transport that does
+  not resume (the seed design loses samples across a restart by design: reported, not flagged);
+- a disconnect, unless the scenario injects faults (then disconnects are the point);
+- nothing received in the measurement window, when the scenario has one.
+
+Scenarios put these metrics in every record beside their timings, so the report can flag a
+timing taken from a run that lost samples.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from experiments.context import RunContext
-from experiments.harness import ServerProcess
-from experiments.jobs import ClientGroup
-from experiments.stats import delivery_totals
+from experiments.results import Scalar
+from experiments.worker.schema import ClientOutcome
 
-__all__ = ["delivery_metrics", "problems", "run_worker", "window_s", "wire_bytes"]
+__all__ = ["DELIVERY_KEYS", "Expect", "judge", "totals"]
 
-
-def wire_bytes(probe: dict[str, Any] | None) -> float | None:
-    """TCP payload bytes both ways on the server's sockets over the window (None: unknown)."""
-    if probe is None or "tcp_sent" not in probe:
-        return None
-    return float(probe["tcp_sent"] + probe["tcp_received"])
+DELIVERY_KEYS = ("delivered", "lost", "duplicated", "reordered", "corrupted")
 
 
-def window_s(result: dict[str, Any]) -> float:
-    """Length of the worker's measurement window in seconds (0 if it never opened)."""
-    w = result["window"]
-    if w["start_ns"] is None or w["end_ns"] is None:
-        return 0.0
-    return float(w["end_ns"] - w["start_ns"]) / 1e9
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a scenario expects of delivery."""
+
+    #: Faults were injected: disconnects are expected.
+    faults: bool = False
+    #: The transport resumes (with faults, lost or duplicated samples are then a problem).
+    resumes: bool = True
+    #: The worker had a measurement window that readers should have received samples in.
+    window: bool = True
 
 
-def problems(result: dict[str, Any]) -> list[str]:
-    """What went wrong for the clients of one worker result, in words (empty: nothing)."""
-    out: list[str] = []
-    clients = result["clients"]
-    totals = delivery_totals(clients)
-    for key in ("lost", "duplicated", "reordered", "corrupted"):
-        if totals[key]:
-            out.append(f"{totals[key]} {key}")
-    never = sum(1 for c in clients if not any(e["type"] == "connected" for e in c["events"]))
-    if never:
-        out.append(f"{never} of {len(clients)} clients never connected")
-    drops = sum(1 for c in clients for e in c["events"] if e["type"] == "disconnected")
-    if drops:
-        out.append(f"{drops} disconnects")
-    errors = [c["error"] for c in clients if c["error"]]
-    if errors:
-        out.append(f"{len(errors)} client errors (first: {errors[0]})")
-    if not any(c["received_in_window"] for c in clients if c["role"] != "stopped"):
-        out.append("nothing received in the measurement window")
+def totals(clients: Sequence[ClientOutcome]) -> dict[str, int]:
+    """Ledger counts summed over clients, plus ``clients_with_loss``."""
+    out = dict.fromkeys(DELIVERY_KEYS, 0)
+    for c in clients:
+        for key in DELIVERY_KEYS:
+            out[key] += int(getattr(c.counts, key))
+    out["clients_with_loss"] = sum(c.counts.lost > 0 for c in clients)
     return out
 
 
-def delivery_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """Ledger totals over the worker's clients, ``delivery_ok`` and ``delivery_problems``."""
-    clients = result["clients"]
-    totals = delivery_totals(clients)
-    found = problems(result)
+def counted_twice(client: ClientOutcome) -> int:
+    """Samples the client's posterior counted more than once: alpha + beta above the truth by
+    more than the lost samples."""
+    e = client.posterior_error
+    return max(0, round(e.alpha_error + e.beta_error) + client.counts.lost)
+
+
+def judge(clients: Sequence[ClientOutcome], expect: Expect = Expect()) -> dict[str, Scalar]:
+    """Totals, posterior error, ``delivery_ok`` and ``delivery_problems``."""
+    sums = totals(clients)
+    problems: list[str] = []
+    for key in ("corrupted", "reordered"):
+        if sums[key]:
+            problems.append(f"{sums[key]} {key}")
+    if not expect.faults or expect.resumes:
+        for key in ("lost", "duplicated"):
+            if sums[key]:
+                problems.append(f"{sums[key]} {key}")
+    twice = sum(counted_twice(c) for c in clients)
+    if twice:
+        problems.append(f"posterior counted {twice} samples twice")
+    never = sum(not c.connected_once() for c in clients)
+    if never:
+        problems.append(f"{never} of {len(clients)} clients never connected")
+    drops = sum(c.disconnects() for c in clients)
+    if drops and not expect.faults:
+        problems.append(f"{drops} disconnects")
+    died = [c.error for c in clients if c.error]
+    if died:
+        problems.append(f"{len(died)} client errors (first: {died[0]})")
+    readers = [c for c in clients if c.role != "stopped"]
+    if expect.window and readers and not any(c.received_in_window for c in readers):
+        problems.append("nothing received in the measurement window")
     return {
-        **totals,
-        "received": sum(c["received"] for c in clients),
-        "received_in_window": sum(c["received_in_window"] for c in clients),
+        **sums,
+        "received": sum(c.received for c in clients),
+        "received_in_window": sum(c.received_in_window for c in clients),
         "posterior_mean_error": max(
-            (c["posterior_error"]["mean_error"] for c in clients), default=0.0
+            (c.posterior_error.mean_error for c in clients), default=0.0
         ),
-        "delivery_ok": not found,
-        "delivery_problems": "; ".join(found),
+        "posterior_counted_twice": twice,
+        "disconnects": drops,
+        "delivery_ok": not problems,
+        "delivery_problems": "; ".join(problems),
     }
-
-
-async def run_worker(
-    ctx: RunContext,
-    server: ServerProcess,
-    groups: tuple[ClientGroup, ...],
-    *,
-    warmup_s: float,
-    duration_s: float,
-    **job_kwargs: Any,
-) -> dict[str, Any]:
-    """One worker against ``server`` for warm-up + window; its result."""
-    job_kwargs.setdefault("server_pid", server.pid)
-    job_kwargs.setdefault("server_port", server.port)
-    job = ctx.job(server.port, groups, warmup_s=warmup_s, duration_s=duration_s, **job_kwargs)
-    async with ctx.clients(job) as worker:
-        return await worker.result()

@@ -1,23 +1,40 @@
-"""The ``fanout`` scenario."""
+"""The ``fanout`` scenario: N clients at a fixed rate each, from one server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-from experiments.context import RunContext
-from experiments.jobs import ClientGroup
-from experiments.profiles import FanoutProfile
-from experiments.scenarios.common import delivery_metrics, window_s
-from experiments.stats import cdf_points, latency_summary, pooled_latencies
+from experiments.histogram import merge_encoded
+from experiments.report.plots import latency_cdf_plot
+from experiments.results import Record, Results, Scalar
+from experiments.run.context import RunContext
+from experiments.scenarios.delivery import judge
+from experiments.scenarios.scenario import Column, Kind, latency_column, latency_metrics
+from experiments.worker.schema import ClientGroup
 
-__all__ = ["FANOUT", "Fanout", "split_clients"]
+__all__ = ["FANOUT", "Fanout", "FanoutKnobs", "split_clients"]
 
 
-def split_clients(clients: int, fp: FanoutProfile) -> list[int]:
+@dataclass(frozen=True, slots=True)
+class FanoutKnobs:
+    """N clients at ``rate_hz`` each; clients spread over up to ``max_workers`` processes."""
+
+    clients: tuple[int, ...]
+    rate_hz: float
+    warmup_s: float
+    duration_s: float
+    max_workers: int = 2
+    #: Below this many clients, one worker process carries them all.
+    clients_per_worker_min: int = 200
+
+
+def split_clients(clients: int, k: FanoutKnobs) -> list[int]:
     """How many clients each worker process carries (one worker below the minimum)."""
-    workers = 1 if clients < fp.clients_per_worker_min else max(1, fp.max_workers)
+    workers = 1 if clients < k.clients_per_worker_min else max(1, k.max_workers)
     base, extra = divmod(clients, workers)
     return [base + (1 if i < extra else 0) for i in range(workers) if base or i < extra]
 
@@ -25,33 +42,59 @@ def split_clients(clients: int, fp: FanoutProfile) -> list[int]:
 class Fanout:
     """Fan-out cost: N clients at a fixed rate each, from one server.
 
-    One server publishes at ``rate_hz``; for each N of the profile, N clients (in one or two
-    worker processes) connect, warm up and read for the window. Reported: latency p50/p99
-    pooled over every client's samples, ``delivered_fraction`` (the ledger's delivered /
-    (delivered + lost) over all clients), ``server_cpu_percent`` over the window, and
-    ``server_rss_bytes_per_connection`` = (server RSS with N clients - RSS just before they
-    connected) / N. Delivery is checked first: any loss, duplicate, reorder, disconnect or
-    client that never connected clears ``delivery_ok``.
+    One server publishes at ``rate_hz``; for each N, N clients (in one or two worker
+    processes) connect, warm up and read for the window. Reported: latency percentiles pooled
+    over every client's samples (and over repeats, with their count), ``delivered_fraction``
+    (the ledger's delivered / (delivered + lost) over all clients), ``server_cpu_percent``
+    over the window, and ``server_rss_bytes_per_connection`` = (server RSS with N clients -
+    RSS just before they connected) / N. Delivery is checked first: any loss, duplicate,
+    reorder, disconnect or client that never connected clears ``delivery_ok``.
     """
 
     name = "fanout"
-    kind = "steady"
+    kind: Kind = "steady"
+    concurrent = False
+    knobs: Mapping[str, FanoutKnobs] = {
+        "quick": FanoutKnobs(clients=(1, 10, 100), rate_hz=10.0, warmup_s=0.2, duration_s=0.5),
+        "default": FanoutKnobs(
+            clients=(1, 10, 100, 1000), rate_hz=10.0, warmup_s=0.3, duration_s=1.5
+        ),
+        "full": FanoutKnobs(
+            clients=(1, 10, 100, 1000), rate_hz=10.0, warmup_s=2.0, duration_s=10.0
+        ),
+    }
+    columns = (
+        latency_column("p50"),
+        latency_column("p99"),
+        latency_column("max"),
+        Column("delivered_fraction", "delivered %", scale=100.0),
+        Column("server_cpu_percent", "server CPU %"),
+        Column("server_rss_bytes_per_connection", "server KiB/connection", scale=1 / 1024),
+    )
+    headline = (
+        latency_column("p99"),
+        Column("delivered_fraction", "delivered %", scale=100.0),
+        Column("server_cpu_percent", "server CPU %"),
+    )
 
-    async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
-        fp = ctx.profile.fanout
+    def variant(self, params: Mapping[str, Scalar]) -> str:
+        return f"×{params.get('clients', 0)}"
+
+    async def run(self, ctx: RunContext) -> list[Record]:
+        k = self.knobs[ctx.profile.name]
         records = []
-        async with ctx.server(fp.rate_hz) as server:
-            for n in fp.clients:
+        async with ctx.server(k.rate_hz) as server:
+            for n in k.clients:
                 ctx.note(f"{n} clients")
                 rss_idle = server.rss()
-                shares = split_clients(n, fp)
+                shares = split_clients(n, k)
                 workers = [
                     ctx.clients(
                         ctx.job(
                             server.port,
                             (ClientGroup(share),),
-                            warmup_s=fp.warmup_s,
-                            duration_s=fp.duration_s,
+                            warmup_s=k.warmup_s,
+                            duration_s=k.duration_s,
                             connect_timeout_s=60.0,
                             server_pid=server.pid if i == 0 else None,
                         )
@@ -62,41 +105,47 @@ class Fanout:
                     for w in workers:
                         await stack.enter_async_context(w)
                     results = await asyncio.gather(*(w.result() for w in workers))
-                clients = [c for r in results for c in r["clients"]]
-                merged = {**results[0], "clients": clients}
-                metrics: dict[str, Any] = delivery_metrics(merged)
+                clients = [c for r in results for c in r.clients]
+                metrics: dict[str, Scalar] = judge(clients)
                 metrics["clients"] = n
-                latencies = pooled_latencies(clients)
-                metrics.update(latency_summary(latencies))
-                delivered, lost = metrics["delivered"], metrics["lost"]
+                delivered, lost = int(metrics["delivered"] or 0), int(metrics["lost"] or 0)
                 metrics["delivered_fraction"] = (
                     delivered / (delivered + lost) if delivered + lost else 0.0
                 )
-                seconds = window_s(results[0])
+                seconds = results[0].window.seconds
                 metrics["window_s"] = seconds
-                expected = n * fp.rate_hz * seconds
-                metrics["received_in_window_fraction"] = (
-                    metrics["received_in_window"] / expected if expected else None
-                )
-                probe = results[0]["server"]
+                expected = n * k.rate_hz * seconds
+                got = sum(c.received_in_window for c in clients)
+                metrics["received_in_window_fraction"] = got / expected if expected else None
+                probe = results[0].server
                 if probe is not None and seconds > 0:
-                    metrics["server_cpu_percent"] = 100.0 * probe["cpu_s"] / seconds
-                    metrics["server_rss_bytes"] = probe["rss_end"]
+                    metrics["server_cpu_percent"] = 100.0 * probe.cpu_s / seconds
+                    metrics["server_rss_bytes"] = probe.rss_end
                     metrics["server_rss_idle_bytes"] = rss_idle
-                    metrics["server_rss_bytes_per_connection"] = (probe["rss_end"] - rss_idle) / n
-                metrics["client_cpu_s"] = sum(r["cpu_s"]["window"] for r in results)
+                    metrics["server_rss_bytes_per_connection"] = (probe.rss_end - rss_idle) / n
+                metrics["client_cpu_s"] = sum(r.cpu_window_s for r in results)
                 metrics["workers"] = len(shares)
                 params = {
                     "clients": n,
-                    "rate_hz": fp.rate_hz,
-                    "duration_s": fp.duration_s,
-                    "warmup_s": fp.warmup_s,
+                    "rate_hz": k.rate_hz,
+                    "duration_s": k.duration_s,
+                    "warmup_s": k.warmup_s,
                     "workers": len(shares),
                 }
-                record = ctx.record(params, metrics)
-                record["series"] = {"latency_cdf_ms": cdf_points(latencies)}
-                records.append(record)
+                latency = {
+                    "normal": merge_encoded(r.latency.get("normal", "") for r in results)
+                }
+                metrics.update(latency_metrics(latency["normal"]))
+                records.append(ctx.record(params, metrics, latency=latency))
         return records
+
+    def _label(self, record: Record) -> str:
+        return f"{record.transport} {self.variant(record.params)}"
+
+    def sections(self, results: Results, out_dir: Path) -> list[str]:
+        records = [r for r in results.records if r.scenario == self.name and not r.error]
+        link = latency_cdf_plot(records, out_dir / "fanout_cdf.png", self._label)
+        return [link] if link else []
 
 
 FANOUT = Fanout()

@@ -1,26 +1,35 @@
-"""The ``reset`` scenario."""
+"""The ``reset`` scenario: RST both sides of the connection mid-stream."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from experiments.context import RunContext
-from experiments.fault_figures import FaultWindow
-from experiments.fault_profiles import fault_profile
-from experiments.harness import ServerProcess
-from experiments.proxy import FaultProxy
-from experiments.scenarios.fault_common import (
-    fault_metrics,
-    heartbeat_params,
+from experiments.faults.proxy import FaultProxy
+from experiments.faults.rounds import (
+    PACE,
+    FaultPace,
+    FaultScenario,
+    fault_outcome,
+    keepalive_params,
     now_ns,
-    rounds_record,
     run_rounds,
 )
+from experiments.faults.windows import FaultWindow
+from experiments.results import Record
+from experiments.run.context import RunContext
+from experiments.run.processes import ServerProcess
 
-__all__ = ["RESET", "Reset"]
+__all__ = ["RESET", "Reset", "ResetKnobs"]
 
 
-class Reset:
+@dataclass(frozen=True, slots=True)
+class ResetKnobs:
+    pace: FaultPace
+    rounds: int
+
+
+class Reset(FaultScenario):
     """RST both sides of the connection mid-stream, through the fault proxy.
 
     One client reads through a fault proxy; each round, once samples flow, the proxy resets
@@ -32,22 +41,27 @@ class Reset:
     """
 
     name = "reset"
-    kind = "fault"
-    #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
-    concurrent = True
+    knobs: Mapping[str, ResetKnobs] = {
+        "quick": ResetKnobs(PACE["quick"], rounds=1),
+        "default": ResetKnobs(PACE["default"], rounds=5),
+        "full": ResetKnobs(PACE["full"], rounds=5),
+    }
 
-    async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
-        fp = fault_profile(ctx.profile.name)
+    async def run(self, ctx: RunContext) -> list[Record]:
+        k = self.knobs[ctx.profile.name]
 
         async def reset(server: ServerProcess, proxy: FaultProxy) -> FaultWindow:
             at = now_ns()
             proxy.reset_peer()
             return FaultWindow(at, at)
 
-        rounds = await run_rounds(ctx, fp.reset_rounds, reset)
-        metrics, observations = fault_metrics(ctx, rounds.result, [rounds.windows])
-        params = {"rate_hz": fp.rate_hz, "rounds": fp.reset_rounds, **heartbeat_params(ctx)}
-        return [rounds_record(ctx, params, metrics, rounds, observations[0])]
+        rounds = await run_rounds(ctx, k.pace, k.rounds, reset)
+        out = fault_outcome(ctx, rounds.result, [rounds.windows], k.pace.rate_hz)
+        out.metrics["recovered"] = rounds.recovered
+        params = {"rate_hz": k.pace.rate_hz, "rounds": k.rounds, **keepalive_params(ctx)}
+        return [
+            ctx.record(params, out.metrics, observations=out.observations, traces=out.traces)
+        ]
 
 
 RESET = Reset()

@@ -1,33 +1,45 @@
-"""The ``restart`` scenario."""
+"""The ``restart`` scenario: SIGKILL the server mid-stream, start it again."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from experiments.context import RunContext
-from experiments.fault_figures import FaultWindow
-from experiments.fault_profiles import fault_profile
-from experiments.harness import ServerProcess
-from experiments.proxy import FaultProxy
-from experiments.scenarios.fault_common import (
-    fault_metrics,
-    heartbeat_params,
+from experiments.faults.proxy import FaultProxy
+from experiments.faults.rounds import (
+    PACE,
+    FaultPace,
+    FaultScenario,
+    fault_outcome,
+    keepalive_params,
     now_ns,
-    rounds_record,
     run_rounds,
 )
+from experiments.faults.windows import FaultWindow
+from experiments.results import Record
+from experiments.run.context import RunContext
+from experiments.run.processes import ServerProcess
+from experiments.scenarios.scenario import Column
 
-__all__ = ["RESTART", "Restart"]
+__all__ = ["RESTART", "Restart", "RestartKnobs"]
 
 
-class Restart:
+@dataclass(frozen=True, slots=True)
+class RestartKnobs:
+    pace: FaultPace
+    rounds: int
+    #: The server stays dead this long before it is started again.
+    downtime_s: float
+
+
+class Restart(FaultScenario):
     """SIGKILL the server mid-stream, start it again on the same port after a downtime.
 
     One client reads through a transparent proxy (no toxic: it only lets the scenario see when
     server data flows again instead of sleeping). Each round: samples flow, the server gets
-    SIGKILL (it closes nothing itself: the kernel does), stays dead ``restart_downtime_s``,
-    starts again (a new epoch) through ``python -m transports serve``. Per fault: time until the
+    SIGKILL (it closes nothing itself: the kernel does), stays dead ``downtime_s``, starts
+    again (a new epoch) through ``python -m transports serve``. Per fault: time until the
     client noticed (its ``disconnected`` event), time from the server being back to the first
     sample received on a new connection, and whether the client moved to the new epoch. The
     ledger over the whole run gives lost/duplicated/reordered (a resuming client should get the
@@ -36,37 +48,36 @@ class Restart:
     """
 
     name = "restart"
-    kind = "fault"
-    #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
-    concurrent = True
+    knobs: Mapping[str, RestartKnobs] = {
+        "quick": RestartKnobs(PACE["quick"], rounds=1, downtime_s=0.3),
+        "default": RestartKnobs(PACE["default"], rounds=5, downtime_s=0.5),
+        "full": RestartKnobs(PACE["full"], rounds=5, downtime_s=1.0),
+    }
+    columns = (*FaultScenario.columns, Column("moved_to_new_epoch", "moved to new epoch"))
 
-    async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
-        fp = fault_profile(ctx.profile.name)
-        epochs_after: list[str | None] = []  # the epoch the server came back with, per fault
+    async def run(self, ctx: RunContext) -> list[Record]:
+        k = self.knobs[ctx.profile.name]
 
         async def restart(server: ServerProcess, proxy: FaultProxy) -> FaultWindow:
             killed = now_ns()
             await server.kill()
-            await asyncio.sleep(fp.restart_downtime_s)  # the outage itself
+            await asyncio.sleep(k.downtime_s)  # the outage itself
             await server.start()
-            back = now_ns()
-            epochs_after.append(server.epoch)
-            return FaultWindow(killed, back)
+            return FaultWindow(killed, now_ns(), new_epoch=server.epoch)
 
-        rounds = await run_rounds(ctx, fp.restart_rounds, restart)
-        metrics, observations = fault_metrics(ctx, rounds.result, [rounds.windows])
-        metrics["moved_to_new_epoch"] = sum(
-            1
-            for epoch, o in zip(epochs_after, observations[0], strict=True)
-            if epoch in o.epochs_after
-        )
+        rounds = await run_rounds(ctx, k.pace, k.rounds, restart)
+        out = fault_outcome(ctx, rounds.result, [rounds.windows], k.pace.rate_hz)
+        out.metrics["moved_to_new_epoch"] = sum(bool(o.new_epoch) for o in out.observations)
+        out.metrics["recovered"] = rounds.recovered
         params = {
-            "rate_hz": fp.rate_hz,
-            "rounds": fp.restart_rounds,
-            "downtime_s": fp.restart_downtime_s,
-            **heartbeat_params(ctx),
+            "rate_hz": k.pace.rate_hz,
+            "rounds": k.rounds,
+            "downtime_s": k.downtime_s,
+            **keepalive_params(ctx),
         }
-        return [rounds_record(ctx, params, metrics, rounds, observations[0])]
+        return [
+            ctx.record(params, out.metrics, observations=out.observations, traces=out.traces)
+        ]
 
 
 RESTART = Restart()

@@ -1,27 +1,55 @@
-"""The ``slow-consumer`` scenario."""
+"""The ``slow-consumer`` scenario: a slow and a stopped reader beside a normal one."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from experiments.context import RunContext
-from experiments.fault_profiles import fault_profile
-from experiments.harness import ServerProcess
-from experiments.jobs import ClientGroup
-from experiments.proxy import PeerClose
-from experiments.scenarios.fault_common import Proxies
-from experiments.stats import latency_summary
+import matplotlib
+import msgspec
 
-__all__ = ["SLOW_CONSUMER", "SlowConsumer", "describe_outcome", "server_cuts"]
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
-#: The slow-consumer scenario publishes this many times the fault scenarios' rate, so a
-#: reader at a tenth of it falls behind the hub's queue bound within the phase.
-RATE_FACTOR = 10
+from experiments.faults.proxy import PeerClose
+from experiments.faults.rounds import PACE, Proxies
+from experiments.histogram import merge, summarize
+from experiments.results import Record, Results, Scalar
+from experiments.run.context import RunContext
+from experiments.run.processes import ServerProcess
+from experiments.scenarios.delivery import judge
+from experiments.scenarios.scenario import Column, Kind
+from experiments.worker.schema import (
+    ClientGroup,
+    ClientJob,
+    ClientOutcome,
+    Disconnected,
+    WorkerResult,
+)
+
+__all__ = ["SLOW_CONSUMER", "SlowConsumer", "SlowConsumerKnobs", "describe_outcome", "server_cuts"]
+
 #: How often server RSS is sampled.
 PROBE_EVERY_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class SlowConsumerKnobs:
+    #: Publish rate: ten times the fault scenarios' rate, so a reader at a tenth of it falls
+    #: behind the hub's queue bound within the phase.
+    rate_hz: float
+    #: Each phase (steady state, then with the slow consumers) lasts this long.
+    phase_s: float
+    #: The slow consumer reads at this fraction of the publish rate.
+    read_fraction: float
+
+
+class Detail(msgspec.Struct, frozen=True):
+    #: (seconds since the first phase began, server RSS bytes).
+    rss: list[tuple[float, int]]
 
 
 def server_cuts(closes: Sequence[PeerClose]) -> list[int]:
@@ -33,29 +61,35 @@ def server_cuts(closes: Sequence[PeerClose]) -> list[int]:
     return sorted(c.at_ns for c in first.values() if c.side == "upstream")
 
 
-def describe_outcome(role: str, client: dict[str, Any], cut_after_s: float | None) -> str:
+def describe_outcome(client: ClientOutcome, cut_after_s: float | None = None) -> str:
     """What became of one slow or stopped client, in words."""
-    if role == "stopped":
+    if client.role == "stopped":
         if cut_after_s is None:
             return "stopped: still connected at the end (the server kept it, writes buffered)"
         return f"stopped: closed by the server after {cut_after_s:.1f} s"
-    drops = [e for e in client["events"] if e["type"] == "disconnected"]
-    lost = client["counts"]["lost"]
+    drops = [e for e in client.events if isinstance(e, Disconnected)]
+    lost = client.counts.lost
     if not drops:
-        return f"slow: never cut (buffered), received {client['received']}, {lost} lost"
+        return f"slow: never cut (buffered), received {client.received}, {lost} lost"
+    reason = drops[0].reason[:60]
     return (
-        f"slow: cut {len(drops)}x ({drops[0]['reason'][:60]}), reconnected, "
-        f"{client['received']} received, {lost} lost"
+        f"slow: cut {len(drops)}x ({reason}), reconnected, {client.received} received, "
+        f"{lost} lost"
     )
+
+
+def _p99(result: WorkerResult) -> float | None:
+    h = merge([result.latency.get("normal", "")])
+    return None if h is None else summarize(h).p99_ms
 
 
 class SlowConsumer:
     """Beside a normal client, one client reads at a tenth of the rate and one stops reading.
 
     Phase 1 (steady state): one normal client alone, its p99 latency. Phase 2: a normal client,
-    a slow one (``slow_read_fraction`` of the rate) and a stopped one (connects once, never
-    reads; through a transparent proxy, which sees when the server closes it: the proxy adds
-    its own 256 KiB pipe and a socket pair of buffering before the server feels it). Server RSS is
+    a slow one (``read_fraction`` of the rate) and a stopped one (connects once, never reads;
+    through a transparent proxy, which sees when the server closes it: the proxy adds its own
+    256 KiB pipe and a socket pair of buffering before the server feels it). Server RSS is
     sampled through both phases: the hub bounds what a subscriber may hold, so RSS should stay
     flat. Reported: ``server_rss_growth_bytes`` (highest RSS in phase 2 minus RSS when it
     began), the normal client's p99 in phase 2 against phase 1, and what became of the slow
@@ -64,18 +98,40 @@ class SlowConsumer:
     """
 
     name = "slow-consumer"
-    kind = "fault"
+    kind: Kind = "fault"
+    concurrent = False
+    knobs: Mapping[str, SlowConsumerKnobs] = {
+        "quick": SlowConsumerKnobs(10 * PACE["quick"].rate_hz, phase_s=1.0, read_fraction=0.1),
+        "default": SlowConsumerKnobs(
+            10 * PACE["default"].rate_hz, phase_s=2.0, read_fraction=0.1
+        ),
+        "full": SlowConsumerKnobs(10 * PACE["full"].rate_hz, phase_s=8.0, read_fraction=0.1),
+    }
+    columns = (
+        Column("server_rss_growth_bytes", "server RSS growth MiB", scale=1 / 2**20),
+        Column("steady_latency_ms_p99", "normal p99 ms, alone"),
+        Column("normal_client_latency_ms_p99", "normal p99 ms, beside slow ones"),
+        Column("normal_p99_ratio", "p99 ratio"),
+        Column("slow_cuts", "slow client cuts"),
+        Column("stopped_cut_s", "stopped client cut after s"),
+    )
+    headline = (
+        Column("server_rss_growth_bytes", "rss growth MiB", scale=1 / 2**20),
+        Column("normal_client_latency_ms_p99", "p99 ms"),
+        Column("steady_latency_ms_p99", "steady p99 ms"),
+    )
 
-    async def run(self, ctx: RunContext) -> list[dict[str, Any]]:
-        fp = fault_profile(ctx.profile.name)
-        rate = fp.rate_hz * RATE_FACTOR
-        slow_rate = rate * fp.slow_read_fraction
-        phase = fp.slow_phase_s
+    def variant(self, params: Mapping[str, Scalar]) -> str:
+        return ""
+
+    async def run(self, ctx: RunContext) -> list[Record]:
+        k = self.knobs[ctx.profile.name]
+        slow_rate = k.rate_hz * k.read_fraction
         rss: list[tuple[float, int]] = []
-        async with ctx.server(rate) as server:
+        async with ctx.server(k.rate_hz) as server:
             origin = time.monotonic()
             ctx.note("steady state")
-            steady_job = ctx.job(server.port, (ClientGroup(1),), warmup_s=0.3, duration_s=phase)
+            steady_job = ctx.job(server.port, (ClientGroup(1),), warmup_s=0.3, duration_s=k.phase_s)
             steady = await self._with_probe(ctx, server, steady_job, rss, origin)
             ctx.note("slow and stopped consumers")
             rss_before = server.rss()
@@ -90,65 +146,56 @@ class SlowConsumer:
                         ClientGroup(1, "stopped", port=stopped_via.port),
                     ),
                     warmup_s=0.3,
-                    duration_s=phase,
+                    duration_s=k.phase_s,
                 )
                 phase2_ns = time.monotonic_ns()
                 loaded = await self._with_probe(ctx, server, job, rss, origin)
                 cuts = server_cuts(stopped_via.peer_closes)
             alive = server.running
-        normal_steady = steady["clients"][0]
-        normal, slow = loaded["clients"][0], loaded["clients"][1]
-        p99_steady = latency_summary(normal_steady["latencies_ns"])["latency_ms_p99"]
-        p99_loaded = latency_summary(normal["latencies_ns"])["latency_ms_p99"]
+        normal, slow, stopped = loaded.clients
+        p99_steady, p99_loaded = _p99(steady), _p99(loaded)
         phase2_rss = [value for at, value in rss if at >= phase2_from] or [rss_before]
         stopped_cut_s = (cuts[0] - phase2_ns) / 1e9 if cuts else None
-        outcomes = [
-            describe_outcome("slow", slow, None),
-            describe_outcome("stopped", loaded["clients"][2], stopped_cut_s),
-        ]
-        lost = normal["counts"]["lost"] + normal_steady["counts"]["lost"]
-        problems = []
-        if lost or normal["counts"]["duplicated"] or normal["counts"]["reordered"]:
-            problems.append(f"normal client: {normal['counts']}")
-        if any(e["type"] == "disconnected" for e in normal["events"]):
-            problems.append("the normal client was disconnected")
+        delivery = judge([steady.clients[0], normal])
+        problems = [str(delivery["delivery_problems"])] if not delivery["delivery_ok"] else []
         if not alive:
             problems.append("the server died")
-        metrics: dict[str, Any] = {
+        metrics: dict[str, Scalar] = {
+            **delivery,
             "server_rss_growth_bytes": max(phase2_rss) - rss_before,
             "server_rss_start_bytes": rss[0][1] if rss else None,
             "normal_client_latency_ms_p99": p99_loaded,
             "steady_latency_ms_p99": p99_steady,
             "normal_p99_ratio": (p99_loaded / p99_steady) if p99_loaded and p99_steady else None,
-            "slow_client_outcome": "; ".join(outcomes),
-            "slow_cuts": sum(1 for e in slow["events"] if e["type"] == "disconnected"),
-            "slow_received": slow["received"],
-            "slow_lost": slow["counts"]["lost"],
+            "slow_client_outcome": "; ".join(
+                (describe_outcome(slow), describe_outcome(stopped, stopped_cut_s))
+            ),
+            "slow_cuts": slow.disconnects(),
+            "slow_received": slow.received,
+            "slow_lost": slow.counts.lost,
             "stopped_cut_s": stopped_cut_s,
-            "normal_received": normal["received"],
-            "lost": lost,
+            "normal_received": normal.received,
             "delivery_ok": not problems,
             "delivery_problems": "; ".join(problems),
         }
         params = {
-            "rate_hz": rate,
+            "rate_hz": k.rate_hz,
             "slow_read_hz": slow_rate,
-            "phase_s": phase,
+            "phase_s": k.phase_s,
             "queue_size": ctx.effective_settings.queue_size,
             "send_buffer_bytes": ctx.effective_settings.send_buffer_bytes,
         }
-        record = ctx.record(params, metrics)
-        record["rss_series"] = [[at, value] for at, value in rss]
-        return [record]
+        latency = {"normal": loaded.latency.get("normal", "")}
+        return [ctx.record(params, metrics, latency=latency, detail=Detail(rss))]
 
     @staticmethod
     async def _with_probe(
         ctx: RunContext,
         server: ServerProcess,
-        job: Any,
+        job: ClientJob,
         rss: list[tuple[float, int]],
         origin: float,
-    ) -> dict[str, Any]:
+    ) -> WorkerResult:
         """Run ``job`` to its end, sampling server RSS meanwhile."""
         async with ctx.clients(job) as worker:
             done = asyncio.create_task(worker.result())
@@ -157,6 +204,33 @@ class SlowConsumer:
                 # A sampling period, not synchronisation: the job ends on its own clock.
                 await asyncio.wait({done}, timeout=PROBE_EVERY_S)
             return await done
+
+    def sections(self, results: Results, out_dir: Path) -> list[str]:
+        """What became of the slow consumers, and server RSS over both phases (first repeat)."""
+        firsts: dict[str, Record] = {}
+        for r in results.records:
+            if r.scenario == self.name and not r.error:
+                firsts.setdefault(r.transport, r)
+        if not firsts:
+            return []
+        lines = ["What became of the slow consumers (first repeat):", ""]
+        fig, ax = plt.subplots(figsize=(8, 3))
+        for transport, r in firsts.items():
+            lines.append(f"- {transport}: {r.metrics.get('slow_client_outcome')}")
+            try:
+                series = msgspec.json.decode(r.detail, type=Detail | None)
+            except msgspec.ValidationError:
+                series = None  # a schema-1 record
+            if series is not None and series.rss:
+                ax.plot([s[0] for s in series.rss], [s[1] / 2**20 for s in series.rss],
+                        label=transport)  # fmt: skip
+        ax.set_xlabel("seconds (steady phase, then slow + stopped clients)")
+        ax.set_ylabel("server RSS, MiB")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "slow_consumer_rss.png", dpi=90)
+        plt.close(fig)
+        return ["\n".join([*lines, "", "![server RSS](slow_consumer_rss.png)"])]
 
 
 SLOW_CONSUMER = SlowConsumer()

@@ -1,29 +1,12 @@
-"""``python -m experiments.client_worker``: run many stream clients in one process.
+"""``python -m experiments.worker``: run many stream clients in one process.
 
-Reads a :class:`~experiments.jobs.ClientJob` as JSON (from argv[1], or stdin when no argument
-is given), runs ``job.clients`` clients of the job's roles with the real
+Reads a :class:`~experiments.worker.schema.ClientJob` as JSON (from argv[1], or stdin when no
+argument is given), runs ``job.clients`` clients of the job's roles with the real
 :class:`transports.client.StreamClient` (``normal`` and ``slow``) or one bare
-``transport.connect`` (``stopped``), and writes JSON lines to stdout:
-
-``{"type": "ready", "at_ns": T, "connected": K, "clients": N}``
-    every client has connected once (or ``connect_timeout_s`` passed: K < N then). The
-    measurement window opens ``warmup_s`` later.
-
-``{"type": "result", ...}``
-    after the window closes (``duration_s`` over, every reading client reached ``count``, or
-    SIGTERM). Keys: ``ready_ns``, ``window`` (``start_ns``, ``end_ns``; null if it never
-    opened), ``cpu_s`` (this process: ``window``, ``total``), ``server`` (null, or the server
-    process's ``cpu_s``, ``rss_start``, ``rss_end``, ``read_chars``, ``write_chars`` and, with
-    ``server_port``, ``tcp_sent``/``tcp_received`` (kernel socket byte counters, see
-    :mod:`experiments.sockstats`) deltas over the window, sampled here at the window's edges
-    so they line up with the sample counts),
-    and ``clients``: one object per client with ``index``, ``role``, ``received`` (all
-    samples, duplicates included), ``received_in_window``, ``counts`` (the
-    :class:`model.ledger.DeliveryLedger` counts over the whole run), ``posterior_error``,
-    ``epochs``, ``events`` (``connected``/``disconnected``/``connect_failed`` with ``at_ns``),
-    ``latencies_ns`` (receive ``time.monotonic_ns()`` minus ``sample.sent_ns`` for each sample
-    received inside the window), ``samples`` (``[recv_ns, epoch, seq]`` for every sample, when
-    ``keep_samples``) and ``error`` (null, or why the client task died).
+``transport.connect`` (``stopped``), and writes one
+:class:`~experiments.worker.schema.WorkerReady` line once every client has connected, then one
+:class:`~experiments.worker.schema.WorkerResult` line when the window closes (see the schema
+module for every field).
 
 ``time.monotonic_ns()`` is one clock for every process of a host, so latencies across the
 server and worker processes are comparable. SIGINT exits quietly with 130.
@@ -34,26 +17,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
-import json
 import signal
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
+import msgspec
 import psutil
 
-from experiments.jobs import ClientGroup, ClientJob
-from experiments.sockstats import tcp_bytes
+from experiments.histogram import encode_latencies
+from experiments.worker.probe import ServerProbe, cpu_seconds
+from experiments.worker.schema import (
+    ClientEvent,
+    ClientGroup,
+    ClientJob,
+    ClientOutcome,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Window,
+    WorkerReady,
+    WorkerResult,
+    decode_job,
+    encode,
+)
 from model.errors import StreamError
 from model.ledger import DeliveryLedger
 from model.source import BernoulliSource
+from transports import client as stream
 from transports.backoff import Backoff
-from transports.client import ClientEvent, Connected, ConnectFailed, Disconnected, StreamClient
 from transports.contract import Transport
+from transports.options import Options
 from transports.registry import get
 
-__all__ = ["ServerProbe", "cpu_seconds", "main", "run_job"]
+__all__ = ["main", "run_job"]
 
 
 class _Window:
@@ -67,28 +64,14 @@ class _Window:
         self.end_ns: int | None = None
 
 
-def _event_dict(event: ClientEvent) -> dict[str, Any]:
-    if isinstance(event, Connected):
-        token = None if event.token is None else [event.token.epoch, event.token.since]
-        return {
-            "type": "connected",
-            "at_ns": event.at_ns,
-            "connection": event.connection,
-            "token": token,
-        }
-    if isinstance(event, Disconnected):
-        return {
-            "type": "disconnected",
-            "at_ns": event.at_ns,
-            "connection": event.connection,
-            "reason": event.reason,
-        }
-    return {
-        "type": "connect_failed",
-        "at_ns": event.at_ns,
-        "reason": event.reason,
-        "retry_in_s": event.retry_in_s,
-    }
+def event_of(event: stream.ClientEvent) -> ClientEvent:
+    """The shared client's event as the worker reports it."""
+    if isinstance(event, stream.Connected):
+        token = None if event.token is None else (event.token.epoch, event.token.since)
+        return Connected(event.at_ns, event.connection, token)
+    if isinstance(event, stream.Disconnected):
+        return Disconnected(event.at_ns, event.connection, event.reason)
+    return ConnectFailed(event.at_ns, event.reason, event.retry_in_s)
 
 
 class _Client:
@@ -99,17 +82,20 @@ class _Client:
         index: int,
         group: ClientGroup,
         transport: Transport,
+        options: Options,
         job: ClientJob,
         window: _Window,
-        connected: asyncio.Event,
+        latencies: list[int],
     ) -> None:
         self.index, self.group, self.transport, self.job = index, group, transport, job
+        self.options = options
         self.window = window
-        self.connected = connected
+        self.connected = asyncio.Event()
         self.ledger = DeliveryLedger(BernoulliSource(job.p, job.seed))
-        self.events: list[dict[str, Any]] = []
-        self.latencies: list[int] = []
-        self.samples: list[tuple[int, str, int]] = []
+        self.events: list[ClientEvent] = []
+        #: The latencies of this client's role (shared by the role's clients).
+        self.latencies = latencies
+        self.samples: list[tuple[int, str, int, int]] = []
         self.received = 0
         self.received_in_window = 0
         self.error: str | None = None
@@ -117,9 +103,9 @@ class _Client:
         #: Set at the end of the run: the read loop returns at its next sample.
         self.stopping = False
 
-    def _on_event(self, event: ClientEvent) -> None:
-        self.events.append(_event_dict(event))
-        if isinstance(event, Connected):
+    def _on_event(self, event: stream.ClientEvent) -> None:
+        self.events.append(event_of(event))
+        if isinstance(event, stream.Connected):
             self.connected.set()
 
     async def run(self) -> None:
@@ -137,11 +123,12 @@ class _Client:
 
     async def _run_reading(self) -> None:
         job, window = self.job, self.window
-        client = StreamClient(
+        client = stream.StreamClient(
             self.transport,
             job.host,
             self.group.port or job.port,
             job.settings,
+            self.options,
             on_event=self._on_event,
         )
         ledger, latencies, samples = self.ledger, self.latencies, self.samples
@@ -152,8 +139,8 @@ class _Client:
         clock = time.monotonic_ns
         # aclosing: leaving the loop closes the client's generators here, in order, rather
         # than at interpreter shutdown (httpx's would complain of running twice).
-        async with contextlib.aclosing(client.__aiter__()) as stream:
-            async for sample in stream:
+        async with contextlib.aclosing(client.__aiter__()) as samples_in:
+            async for sample in samples_in:
                 if self.stopping:
                     return
                 now = clock()
@@ -164,7 +151,7 @@ class _Client:
                     if keep_latencies:
                         latencies.append(now - sample.sent_ns)
                 if keep_samples:
-                    samples.append((now, sample.epoch, sample.seq))
+                    samples.append((now, sample.epoch, sample.seq, sample.sent_ns))
                 if count is not None and self.received >= count:
                     return
                 if slow_rate > 0:
@@ -177,83 +164,32 @@ class _Client:
         # Connect once (retrying until the server answers) and never read.
         settings = self.transport.settings(self.job.settings)
         backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter)
+        port = self.group.port or self.job.port
         while True:
             try:
-                port = self.group.port or self.job.port
-                async with self.transport.connect(self.job.host, port, None, settings):
-                    self._on_event(Connected(time.monotonic_ns(), 1, None))
+                async with self.transport.connect(
+                    self.job.host, port, None, settings, self.options
+                ):
+                    self._on_event(stream.Connected(time.monotonic_ns(), 1, None))
                     await asyncio.Event().wait()  # until cancelled at the end of the run
             except StreamError as exc:
                 delay = backoff.next_delay()
-                self._on_event(ConnectFailed(time.monotonic_ns(), str(exc), delay))
+                self._on_event(stream.ConnectFailed(time.monotonic_ns(), str(exc), delay))
                 await asyncio.sleep(delay)
 
-    def result(self) -> dict[str, Any]:
-        error = self.ledger.posterior_error()
-        return {
-            "index": self.index,
-            "role": self.group.role,
-            "received": self.received,
-            "received_in_window": self.received_in_window,
-            "counts": asdict(self.ledger.counts()),
-            "posterior_error": asdict(error),
-            "epochs": self.ledger.epochs,
-            "events": self.events,
-            "latencies_ns": self.latencies,
-            "samples": [list(s) for s in self.samples],
-            "error": self.error,
-        }
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
-class ServerProbe:
-    """CPU, RSS and character I/O of the server process at the window's edges."""
-
-    def __init__(self, pid: int, port: int | None = None) -> None:
-        self.proc = psutil.Process(pid)
-        self.port = port
-        self.start: dict[str, float] | None = None
-        self.end: dict[str, float] | None = None
-
-    def snapshot(self) -> dict[str, float] | None:
-        try:
-            with self.proc.oneshot():
-                io = self.proc.io_counters()
-                snap = {
-                    "cpu_s": cpu_seconds(self.proc),
-                    "rss": float(self.proc.memory_info().rss),
-                    "read_chars": float(io.read_chars),
-                    "write_chars": float(io.write_chars),
-                }
-        except psutil.Error:
-            return None  # the server is gone (a fault scenario killed it)
-        wire = tcp_bytes(self.port) if self.port is not None else None
-        if wire is not None:
-            snap["tcp_sent"] = float(wire.sent)
-            snap["tcp_received"] = float(wire.received)
-            snap["tcp_connections"] = float(wire.connections)
-        return snap
-
-    def delta(self) -> dict[str, float] | None:
-        if self.start is None or self.end is None:
-            return None
-        s, e = self.start, self.end
-        out = {
-            "cpu_s": e["cpu_s"] - s["cpu_s"],
-            "rss_start": s["rss"],
-            "rss_end": e["rss"],
-            "read_chars": e["read_chars"] - s["read_chars"],
-            "write_chars": e["write_chars"] - s["write_chars"],
-        }
-        if "tcp_sent" in s and "tcp_sent" in e:
-            out["tcp_sent"] = e["tcp_sent"] - s["tcp_sent"]
-            out["tcp_received"] = e["tcp_received"] - s["tcp_received"]
-            out["tcp_connections"] = e["tcp_connections"]
-        return out
+    def outcome(self) -> ClientOutcome:
+        return ClientOutcome(
+            index=self.index,
+            role=self.group.role,
+            received=self.received,
+            received_in_window=self.received_in_window,
+            counts=self.ledger.counts(),
+            posterior_error=self.ledger.posterior_error(),
+            epochs=list(self.ledger.epochs),
+            events=self.events,
+            samples=self.samples,
+            error=self.error,
+        )
 
 
 async def _end(clients: list[_Client], tasks: list[asyncio.Task[None]]) -> None:
@@ -273,23 +209,28 @@ async def _end(clients: list[_Client], tasks: list[asyncio.Task[None]]) -> None:
     raise RuntimeError(f"{sum(not t.done() for t in tasks)} client tasks ignore cancellation")
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+def _emit(line: WorkerReady | WorkerResult) -> None:
+    sys.stdout.buffer.write(encode(line) + b"\n")
     sys.stdout.flush()
 
 
-async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> dict[str, Any]:
-    """Run ``job`` in this event loop; print the ready line; return the result dict."""
+async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerResult:
+    """Run ``job`` in this event loop; print the ready line; return the result."""
     transport = get(job.transport)
+    options = msgspec.json.decode(job.options, type=type(transport.options))
     stop = stop or asyncio.Event()
     window = _Window()
     me = psutil.Process()
     cpu_at_start = cpu_seconds(me)
     server = ServerProbe(job.server_pid, job.server_port) if job.server_pid else None
+    by_role: dict[str, list[int]] = {}
     clients: list[_Client] = []
     for group in job.groups:
+        latencies = by_role.setdefault(group.role, [])
         for _ in range(group.count):
-            clients.append(_Client(len(clients), group, transport, job, window, asyncio.Event()))
+            clients.append(
+                _Client(len(clients), group, transport, options, job, window, latencies)
+            )
     tasks = [asyncio.create_task(c.run()) for c in clients]
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -303,14 +244,7 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> dict[str
                     if stop.is_set():
                         break
         ready_ns = time.monotonic_ns()
-        _emit(
-            {
-                "type": "ready",
-                "at_ns": ready_ns,
-                "connected": sum(c.connected.is_set() for c in clients),
-                "clients": len(clients),
-            }
-        )
+        _emit(WorkerReady(ready_ns, sum(c.connected.is_set() for c in clients), len(clients)))
         readers = [t for t, c in zip(tasks, clients, strict=True) if c.group.role != "stopped"]
 
         async def until(seconds: float | None) -> None:
@@ -343,17 +277,18 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> dict[str
     finally:
         stopping.cancel()
         await _end(clients, tasks)
-    return {
-        "type": "result",
-        "transport": job.transport,
-        "clients_requested": len(clients),
-        "ready_ns": ready_ns,
-        "window": {"start_ns": window.start_ns, "end_ns": window.end_ns},
-        "cpu_s": {"window": cpu_at_end - cpu_at_window, "total": cpu_seconds(me) - cpu_at_start},
-        "server": server.delta() if server is not None else None,
-        "settings": asdict(transport.settings(job.settings)),
-        "clients": [c.result() for c in clients],
-    }
+    return WorkerResult(
+        transport=job.transport,
+        clients_requested=len(clients),
+        ready_ns=ready_ns,
+        window=Window(window.start_ns, window.end_ns),
+        cpu_window_s=cpu_at_end - cpu_at_window,
+        cpu_total_s=cpu_seconds(me) - cpu_at_start,
+        server=server.usage() if server is not None else None,
+        settings=transport.settings(job.settings),
+        latency={role: encode_latencies(ns) for role, ns in by_role.items() if ns},
+        clients=[c.outcome() for c in clients],
+    )
 
 
 async def _main_async(job: ClientJob) -> None:
@@ -370,16 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     if not text.strip():
         return 0  # a spare worker dismissed without a job
     try:
-        job = ClientJob.from_json(text)
-    except (ValueError, TypeError, KeyError) as exc:
-        print(f"python -m experiments.client_worker: bad job: {exc}", file=sys.stderr)
+        job = decode_job(text)
+    except msgspec.ValidationError as exc:
+        print(f"python -m experiments.worker: bad job: {exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(_main_async(job))
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,55 +1,75 @@
-"""The job a client worker runs and the result it hands back (pure data, JSON both ways).
+"""What crosses the process boundary to and from a client worker: typed, msgspec-encoded.
 
-A :class:`ClientJob` travels to ``python -m experiments.client_worker`` as one JSON object on
-stdin; the worker answers on stdout with JSON lines: ``{"type": "ready", ...}`` once every
-client has connected (or ``connect_timeout_s`` passed), then ``{"type": "result", ...}`` once
-the run ends (duration over, every client reached ``count``, or the worker got SIGTERM).
-
-The result (a plain dict, described in :mod:`experiments.client_worker`) holds per client the
-ledger counts, posterior error, latencies of the samples received inside the measurement
-window, connection events and optionally every sample's (receive time, epoch, seq).
+A :class:`ClientJob` travels to ``python -m experiments.worker`` as one JSON object on stdin;
+the worker answers on stdout with JSON lines, each a :data:`WorkerLine`: one
+:class:`WorkerReady` once every client has connected (or ``connect_timeout_s`` passed), then
+one :class:`WorkerResult` once the run ends (duration over, every reading client reached
+``count``, or the worker got SIGTERM). Both sides decode with these types, so a field that is
+missing, misspelt or of the wrong type is an error at the boundary, not a ``KeyError`` later.
 
 Client roles, so fault scenarios can mix them in one worker:
 
 - ``normal``: reads as fast as samples come;
 - ``slow``: reads at most ``read_rate_hz`` samples per second (a slow consumer);
 - ``stopped``: connects once and never reads (the server's writes pile up).
+
+Latencies travel as one HDR histogram per role (:mod:`experiments.histogram` encodes,
+merges and reads them), in microseconds: mergeable across clients, workers and repeats, and
+a few hundred bytes however many samples they hold.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+import msgspec
+
+from model.ledger import DeliveryCounts, PosteriorError
 from transports.settings import Settings
 
-__all__ = ["ClientGroup", "ClientJob", "Role"]
+__all__ = [
+    "ClientEvent",
+    "ClientGroup",
+    "ClientJob",
+    "ClientOutcome",
+    "ConnectFailed",
+    "Connected",
+    "Disconnected",
+    "Role",
+    "ServerUsage",
+    "Window",
+    "WorkerLine",
+    "WorkerReady",
+    "WorkerResult",
+    "decode_job",
+    "decode_line",
+    "encode",
+]
 
 Role = Literal["normal", "slow", "stopped"]
 
 
-@dataclass(frozen=True, slots=True)
-class ClientGroup:
+class ClientGroup(msgspec.Struct, frozen=True):
     """``count`` clients of one role."""
 
     count: int
     role: Role = "normal"
     #: For ``slow`` clients: the most samples per second they take.
     read_rate_hz: float = 0.0
-    #: Connect here instead of the job's port (e.g. one fault proxy per group).
+    #: Connect here instead of the job's port (e.g. one fault proxy per client).
     port: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ClientJob:
+class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What one worker process runs. ``host``/``port`` may point at a fault proxy."""
 
     transport: str
     host: str
     port: int
     groups: tuple[ClientGroup, ...]
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = msgspec.field(default_factory=Settings)
+    #: The transport's own options (its ``Options`` struct, as JSON; ``{}``: its defaults).
+    options: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     #: The source's parameters, so the ledger can check every value.
     seed: int = 0
     p: float = 0.72
@@ -59,9 +79,9 @@ class ClientJob:
     duration_s: float | None = None
     #: Each reading client stops after this many samples (None: no limit).
     count: int | None = None
-    #: Keep (receive ns, epoch, seq) of every sample, for timeline plots.
+    #: Keep (receive ns, epoch, seq, sent ns) of every sample, for fault figures and traces.
     keep_samples: bool = False
-    #: Keep the latency of each sample received in the window (pooled percentiles need them).
+    #: Record the latency of each sample received in the window (the role histograms).
     keep_latencies: bool = True
     #: How long to wait for every client's first connection before saying ready anyway.
     connect_timeout_s: float = 30.0
@@ -74,13 +94,124 @@ class ClientJob:
     def clients(self) -> int:
         return sum(g.count for g in self.groups)
 
-    def to_json(self) -> str:
-        data = asdict(self)
-        return json.dumps(data, separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, text: str) -> ClientJob:
-        data: dict[str, Any] = json.loads(text)
-        data["groups"] = tuple(ClientGroup(**g) for g in data["groups"])
-        data["settings"] = Settings(**data["settings"])
-        return cls(**data)
+class Connected(msgspec.Struct, frozen=True, tag="connected"):
+    at_ns: int
+    connection: int
+    #: The resume token offered: (epoch, seq), or None.
+    token: tuple[str, int] | None = None
+
+
+class Disconnected(msgspec.Struct, frozen=True, tag="disconnected"):
+    at_ns: int
+    connection: int
+    reason: str
+
+
+class ConnectFailed(msgspec.Struct, frozen=True, tag="connect_failed"):
+    at_ns: int
+    reason: str
+    retry_in_s: float
+
+
+ClientEvent = Connected | Disconnected | ConnectFailed
+
+
+class ClientOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one client of the worker observed."""
+
+    index: int
+    role: Role
+    #: Every sample, duplicates included.
+    received: int
+    received_in_window: int
+    #: The :class:`~model.ledger.DeliveryLedger` counts over the whole run.
+    counts: DeliveryCounts
+    posterior_error: PosteriorError
+    epochs: list[str]
+    events: list[ClientEvent]
+    #: ``(receive ns, epoch, seq, sent ns)`` of every sample, when the job keeps samples.
+    samples: list[tuple[int, str, int, int]] = []
+    #: Why the client task died (None: it did not).
+    error: str | None = None
+
+    def connected_once(self) -> bool:
+        return any(isinstance(e, Connected) for e in self.events)
+
+    def disconnects(self) -> int:
+        return sum(isinstance(e, Disconnected) for e in self.events)
+
+
+class Window(msgspec.Struct, frozen=True):
+    """The measurement window (``time.monotonic_ns()``); None when it never opened."""
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        if self.start_ns is None or self.end_ns is None:
+            return 0.0
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+class ServerUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """The server process over the window: CPU seconds, RSS at both edges, I/O deltas, and
+    (with the server's port) the kernel's TCP payload counters of its sockets."""
+
+    cpu_s: float
+    rss_start: int
+    rss_end: int
+    read_chars: int
+    write_chars: int
+    tcp_sent: int | None = None
+    tcp_received: int | None = None
+    tcp_connections: int | None = None
+
+    @property
+    def wire_bytes(self) -> int | None:
+        """TCP payload both ways on the server's sockets (None: unknown)."""
+        if self.tcp_sent is None or self.tcp_received is None:
+            return None
+        return self.tcp_sent + self.tcp_received
+
+
+class WorkerReady(msgspec.Struct, frozen=True, tag="ready"):
+    at_ns: int
+    connected: int
+    clients: int
+
+
+class WorkerResult(msgspec.Struct, frozen=True, kw_only=True, tag="result"):
+    transport: str
+    clients_requested: int
+    ready_ns: int
+    window: Window
+    #: This worker's CPU seconds: over the window, and over the whole job.
+    cpu_window_s: float
+    cpu_total_s: float
+    server: ServerUsage | None
+    #: The settings the clients effectively ran with.
+    settings: Settings
+    #: Role -> HDR histogram (µs, encoded) of the latencies received in the window.
+    latency: dict[str, str]
+    clients: list[ClientOutcome]
+
+
+WorkerLine = WorkerReady | WorkerResult
+
+_job_decoder = msgspec.json.Decoder(ClientJob)
+_line_decoder = msgspec.json.Decoder(WorkerLine)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: ClientJob | WorkerReady | WorkerResult) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_job(data: bytes | str) -> ClientJob:
+    return _job_decoder.decode(data)
+
+
+def decode_line(data: bytes | str) -> WorkerLine:
+    return _line_decoder.decode(data)

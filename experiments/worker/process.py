@@ -1,0 +1,227 @@
+"""A client worker as a process: :class:`ClientProcess` runs ``python -m experiments.worker``.
+
+``await wait_ready()`` returns the :class:`~experiments.worker.schema.WorkerReady` line once
+every client connected; ``await result()`` waits for the
+:class:`~experiments.worker.schema.WorkerResult`; ``await stop()`` ends an open-ended job
+(SIGTERM) and returns its result. Point a job's ``host``/``port`` at a fault proxy to put the
+proxy between clients and server; mix ``slow`` and ``stopped`` client groups beside ``normal``
+ones.
+
+A worker process is spawned ahead of need (:data:`PRESPAWN`): it imports everything, then
+blocks reading its job from stdin, so the next ClientProcess skips the interpreter start and
+imports (about a second on a loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from types import TracebackType
+from typing import IO
+
+import msgspec
+
+from experiments.run.processes import LIVE, HarnessError, reap, settle_teardowns, tail
+from experiments.worker.schema import (
+    ClientJob,
+    WorkerReady,
+    WorkerResult,
+    decode_line,
+    encode,
+)
+
+__all__ = ["PRESPAWN", "ClientProcess", "discard_spare"]
+
+#: Worker results may carry every sample of a fault run: allow long lines.
+_LINE_LIMIT = 1 << 30
+
+# The spare worker and the file its stderr goes to (handed over with the job).
+_spare: tuple[asyncio.Task[asyncio.subprocess.Process], str] | None = None
+#: Off by default (a test's event loop should not be left a spawning task); the CLI turns it
+#: on for the run and calls :func:`discard_spare` at the end.
+PRESPAWN = {"enabled": False}
+#: pid -> (log file of a spare worker, the ClientProcess log it belongs to).
+_SPARE_LOGS: dict[int, tuple[str, IO[bytes]]] = {}
+
+
+async def _spawn_worker(log_path: str) -> asyncio.subprocess.Process:
+    with open(log_path, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "experiments.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            limit=_LINE_LIMIT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    LIVE[proc.pid] = proc
+    return proc
+
+
+def _new_log_path() -> str:
+    fd, path = tempfile.mkstemp(prefix="client-worker-", suffix=".log")
+    os.close(fd)
+    return path
+
+
+def _prepare_spare() -> None:
+    global _spare
+    if _spare is None and PRESPAWN["enabled"]:
+        path = _new_log_path()
+        _spare = (asyncio.create_task(_spawn_worker(path)), path)
+
+
+async def _take_spare(log: IO[bytes]) -> asyncio.subprocess.Process:
+    """The spare worker if one is ready (its log copied into ``log`` later), else a new one."""
+    global _spare
+    if _spare is None:
+        path = _new_log_path()
+        proc = await _spawn_worker(path)
+    else:
+        task, path = _spare
+        _spare = None
+        proc = await task
+    _SPARE_LOGS[proc.pid] = (path, log)
+    return proc
+
+
+def _collect_log(pid: int) -> None:
+    entry = _SPARE_LOGS.pop(pid, None)
+    if entry is None:
+        return
+    path, log = entry
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as f:
+            log.write(f.read())
+        os.unlink(path)
+
+
+async def discard_spare() -> None:
+    """End the spare worker (closing its stdin: it exits without a job)."""
+    global _spare
+    if _spare is None:
+        return
+    task, path = _spare
+    _spare = None
+    proc = await task
+    if proc.stdin is not None:
+        proc.stdin.close()
+    await reap(proc, 2.0)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+class ClientProcess:
+    """One ``experiments.worker`` process running a :class:`ClientJob`."""
+
+    def __init__(self, job: ClientJob, *, ready_timeout_s: float | None = None) -> None:
+        self.job = job
+        self.ready_timeout_s = (
+            job.connect_timeout_s + 20.0 if ready_timeout_s is None else ready_timeout_s
+        )
+        self.ready: WorkerReady | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+        self._result: WorkerResult | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise HarnessError("client worker is not running")
+        return self._proc.pid
+
+    async def start(self) -> None:
+        await settle_teardowns()  # nothing shuts down beside a measurement
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
+        proc = await _take_spare(self._log)
+        self._proc = proc
+        LIVE[proc.pid] = proc
+        assert proc.stdin is not None
+        proc.stdin.write(encode(self.job))
+        await proc.stdin.drain()
+        proc.stdin.close()
+        _prepare_spare()
+
+    async def _line(self) -> WorkerReady | WorkerResult:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = await self._proc.stdout.readline()
+        if not line:
+            await self._proc.wait()
+            assert self._log is not None
+            _collect_log(self._proc.pid)
+            raise HarnessError(
+                f"client worker exited with {self._proc.returncode}: {tail(self._log)}"
+            )
+        try:
+            return decode_line(line)
+        except msgspec.DecodeError as exc:
+            raise HarnessError(f"client worker printed {line[:200]!r}: {exc}") from exc
+
+    async def wait_ready(self) -> WorkerReady:
+        """The ready line: every client connected once (``connected`` < ``clients`` if not)."""
+        if self.ready is None:
+            try:
+                async with asyncio.timeout(self.ready_timeout_s):
+                    line = await self._line()
+            except TimeoutError:
+                raise HarnessError(
+                    f"client worker not ready within {self.ready_timeout_s:g} s"
+                ) from None
+            if not isinstance(line, WorkerReady):
+                raise HarnessError("client worker: expected its ready line first")
+            self.ready = line
+        return self.ready
+
+    async def result(self, timeout_s: float | None = None) -> WorkerResult:
+        """Wait for the job to finish on its own and return its result."""
+        if self._result is None:
+            await self.wait_ready()
+            job = self.job
+            budget = timeout_s
+            if budget is None and job.duration_s is not None:
+                budget = job.warmup_s + job.duration_s + 30.0
+            try:
+                async with asyncio.timeout(budget):
+                    line = await self._line()
+            except TimeoutError:
+                raise HarnessError(f"client worker gave no result within {budget:g} s") from None
+            if not isinstance(line, WorkerResult):
+                raise HarnessError("client worker: expected its result line")
+            self._result = line
+            assert self._proc is not None
+            await reap(self._proc, 5.0)
+        return self._result
+
+    async def stop(self, timeout_s: float = 30.0) -> WorkerResult:
+        """End the job now (SIGTERM: the worker closes its window) and return its result."""
+        if self._result is None and self._proc is not None and self._proc.returncode is None:
+            await self.wait_ready()
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
+        return await self.result(timeout_s)
+
+    async def close(self) -> None:
+        if self._proc is not None:
+            await reap(self._proc, 2.0)
+            _collect_log(self._proc.pid)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def __aenter__(self) -> ClientProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
