@@ -13,7 +13,7 @@ import pytest
 from experiments.baselines import PUSHERS, baseline_of
 from experiments.results import SCHEMA, load_results
 from experiments.run.processes import settings_document
-from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILE_NAMES
+from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILE_NAMES, PROFILES
 from experiments.scenarios import SCENARIOS
 from experiments.scenarios.delivery import Expect, judge
 from experiments.scenarios.fanout import FANOUT, split_clients
@@ -166,13 +166,12 @@ def test_every_scenario_owns_its_knobs_columns_and_doc() -> None:
 
 def test_default_profile_gives_every_p99_it_prints_enough_samples() -> None:
     # The report prints a p99 only from >= 1,000 pooled samples; the default profile must
-    # collect that many at every rate but the slowest (where it shows p50/p90 only).
+    # collect that many at every latency rate and from 100 fan-out clients up.
     k = LATENCY.knobs["default"]
-    repeats = 3
-    fast = [r for r in k.rates_hz if r >= 100]
-    assert fast and all(r * k.duration_at(r) * repeats >= 1000 for r in fast)
+    repeats = PROFILES["default"].repeats
+    assert all(r * k.duration_at(r) * repeats >= 1000 for r in k.rates_hz)
     f = FANOUT.knobs["default"]
-    assert max(f.clients) * f.rate_hz * f.duration_s * repeats >= 1000
+    assert all(n * f.rate_hz * f.duration_s * repeats >= 1000 for n in f.clients if n >= 100)
 
 
 def test_fanout_split() -> None:

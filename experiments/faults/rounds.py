@@ -226,6 +226,7 @@ class FaultScenario:
     kind: Kind = "fault"
     #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
     concurrent = True
+    max_repeats: int | None = None
     columns: tuple[Column, ...] = FAULT_COLUMNS
     headline: tuple[Column, ...] = (
         Column("faults", "faults"),

@@ -20,6 +20,7 @@ A scenario's ``run(ctx)`` uses:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import msgspec
 
 from experiments.results import FaultTrace, Observation, Record, Scalar
-from experiments.run.processes import ServerProcess
+from experiments.run.processes import ServerPool, ServerProcess
 from experiments.run.profiles import Profile
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult
@@ -53,23 +54,36 @@ class RunContext:
     baselines: dict[tuple[str, int], Any] = field(default_factory=dict)
     note: Callable[[str], None] = lambda text: None
     p: float = P
+    #: Servers kept across this transport's repeats (None: each ``server()`` is fresh).
+    servers: ServerPool | None = None
 
     @property
     def effective_settings(self) -> Settings:
         """The settings this transport actually runs with (fixed settings applied)."""
         return self.transport.settings(self.settings)
 
-    def server(self, rate_hz: float, **kwargs: Any) -> ServerProcess:
-        kwargs.setdefault("ready_timeout_s", self.profile.ready_timeout_s)
-        return ServerProcess(
-            self.transport.name,
-            rate_hz=rate_hz,
-            settings=self.effective_settings,
-            options=self.transport.options,
-            seed=self.seed,
-            p=self.p,
-            **kwargs,
-        )
+    def server(
+        self, rate_hz: float, *, keep: bool = True, **kwargs: Any
+    ) -> AbstractAsyncContextManager[ServerProcess]:
+        """A server of this transport at ``rate_hz`` for ``async with``: the one kept for
+        this transport's repeats when the runner keeps servers (and ``keep``), else a fresh
+        process stopped at the end of the block."""
+
+        def make() -> ServerProcess:
+            kwargs.setdefault("ready_timeout_s", self.profile.ready_timeout_s)
+            return ServerProcess(
+                self.transport.name,
+                rate_hz=rate_hz,
+                settings=self.effective_settings,
+                options=self.transport.options,
+                seed=self.seed,
+                p=self.p,
+                **kwargs,
+            )
+
+        if self.servers is None or not keep:
+            return make()
+        return self.servers.use((rate_hz, tuple(sorted(kwargs.items()))), make)
 
     def job(
         self, port: int, groups: tuple[ClientGroup, ...], host: str = "127.0.0.1", **kwargs: Any

@@ -26,7 +26,8 @@ import contextlib
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import IO
 
@@ -40,6 +41,7 @@ from transports.settings import Settings
 __all__ = [
     "LIVE",
     "HarnessError",
+    "ServerPool",
     "ServerProcess",
     "kill_all",
     "reap",
@@ -283,3 +285,48 @@ class ServerProcess:
         task = asyncio.create_task(self.stop())
         _TEARDOWNS.add(task)
         task.add_done_callback(_TEARDOWNS.discard)
+
+
+class ServerPool:
+    """Servers kept across the repeats of one scenario and transport.
+
+    ``pool.use(key, make)`` is an async context manager: the first use starts ``make()``,
+    later uses with the same key get the same running server; leaving the block keeps it
+    (unless the block failed: then it is stopped, so the next repeat starts afresh). Leaving
+    the pool stops them all.
+    """
+
+    def __init__(self) -> None:
+        self._servers: dict[Hashable, ServerProcess] = {}
+
+    @asynccontextmanager
+    async def use(self, key: Hashable, make: Callable[[], ServerProcess]) -> AsyncIterator[
+        ServerProcess
+    ]:
+        server = self._servers.get(key)
+        if server is None or not server.running:
+            server = make()
+            await server.start()
+            self._servers[key] = server
+        try:
+            yield server
+        except BaseException:
+            self._servers.pop(key, None)
+            await server.stop()
+            raise
+
+    async def __aenter__(self) -> ServerPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            if exc_type is not None:
+                await server.stop()
+            else:
+                await server.__aexit__(None, None, None)  # torn down in the background

@@ -1,11 +1,15 @@
 """Runs the selected scenarios over the selected transports, ``repeats`` times.
 
-Repeats are the outer loop, so slow drift of the machine spreads over every transport alike.
-Fault scenarios run ``fault_repeats`` times (their profile injects enough faults per run),
-and a scenario whose figures are bound by timers of seconds (``concurrent = True``: restart,
-reset, black hole, bad input) runs every transport at once, each on its own server, proxies
-and worker; the others (every steady-state measurement, the slow consumer's latency) run one
-transport at a time on an otherwise idle machine.
+Scenarios run in order. A steady-state scenario runs one transport at a time on an otherwise
+idle machine, that transport's repeats back to back: each repeat has its own client worker
+(fresh connections, its own window), and the servers it asks for are started once for them
+all (:class:`~experiments.run.processes.ServerPool`), which keeps process start-up out of
+most of the run's time. Fault scenarios run ``fault_repeats`` times (one run injects many
+faults), and a scenario whose figures are bound by timers of seconds (``concurrent = True``:
+restart, reset, black hole, bad input) runs every transport at once, each on its own server,
+proxies and worker. A scenario may cap its repeats (``max_repeats``: complexity's figures
+are counts, the same every time). Every repeat uses the same source seed, so a server kept
+for several repeats serves them all.
 A scenario that fails for one transport (a server that does not start, a worker that dies)
 becomes an error record (``metrics`` empty, ``error`` set) and the run goes on; Ctrl-C and
 cancellation go through, tearing every process down on the way.
@@ -23,7 +27,7 @@ from typing import Any
 
 from experiments.results import Record
 from experiments.run.context import RunContext
-from experiments.run.processes import HarnessError
+from experiments.run.processes import HarnessError, ServerPool
 from experiments.run.profiles import Profile
 from experiments.scenarios import Scenario
 from model.errors import StreamError
@@ -61,67 +65,67 @@ async def run_suite(
     settings: Settings,
     out_dir: Path,
     progress: Progress | None = None,
-    base_seed: int = 1,
+    seed: int = 1,
     fault_repeats: int | None = None,
 ) -> list[Record]:
     """Every record of the run, in the order measured."""
     progress = progress or Progress()
     baselines: dict[tuple[str, int], Any] = {}
     records: list[Record] = []
-    for repeat in range(repeats):
-        for scenario in scenarios:
-            if scenario.kind == "fault" and repeat >= scenario_repeats(
-                scenario, repeats, fault_repeats
-            ):
-                continue
 
-            async def one(
-                transport: Transport, scenario: Scenario = scenario, repeat: int = repeat
-            ) -> list[Record]:
-                _stop_if_cancelled()
-                ctx = RunContext(
-                    transport=transport,
-                    scenario=scenario.name,
-                    profile=profile,
-                    settings=settings,
-                    repeat=repeat,
-                    seed=base_seed + repeat,
-                    out_dir=out_dir,
-                    baselines=baselines,
-                    note=progress.note,
-                )
-                started = time.monotonic()
-                try:
-                    new = await scenario.run(ctx)
-                except (HarnessError, StreamError, OSError, ValueError) as exc:
-                    failed = ctx.record({}, {})
-                    failed.error = traceback.format_exception_only(exc)[-1].strip()
-                    new = [failed]
-                for record in new:
-                    if record.elapsed_s is None:
-                        record.elapsed_s = round(time.monotonic() - started, 2)
-                    progress.record(record)
-                progress.advance()
-                return new
+    async def one(
+        scenario: Scenario, transport: Transport, repeat: int, servers: ServerPool | None
+    ) -> list[Record]:
+        _stop_if_cancelled()
+        ctx = RunContext(
+            transport=transport,
+            scenario=scenario.name,
+            profile=profile,
+            settings=settings,
+            repeat=repeat,
+            seed=seed,
+            out_dir=out_dir,
+            baselines=baselines,
+            note=progress.note,
+            servers=servers,
+        )
+        started = time.monotonic()
+        try:
+            new = await scenario.run(ctx)
+        except (HarnessError, StreamError, OSError, ValueError) as exc:
+            failed = ctx.record({}, {})
+            failed.error = traceback.format_exception_only(exc)[-1].strip()
+            new = [failed]
+        for record in new:
+            if record.elapsed_s is None:
+                record.elapsed_s = round(time.monotonic() - started, 2)
+            progress.record(record)
+        progress.advance()
+        return new
 
-            if scenario.concurrent and len(transports) > 1:
+    for scenario in scenarios:
+        n = scenario_repeats(scenario, repeats, fault_repeats)
+        if scenario.concurrent and len(transports) > 1:
+            for repeat in range(n):
                 progress.step(
                     f"{scenario.name} · {len(transports)} transports at once · "
-                    f"repeat {repeat + 1}/{repeats}"
+                    f"repeat {repeat + 1}/{n}"
                 )
                 # Records stay in transport order, whichever finished first.
-                for new in await asyncio.gather(*(one(t) for t in transports)):
+                done = await asyncio.gather(*(one(scenario, t, repeat, None) for t in transports))
+                for new in done:
                     records.extend(new)
-            else:
-                for transport in transports:
-                    progress.step(
-                        f"{scenario.name} · {transport.name} · repeat {repeat + 1}/{repeats}"
-                    )
-                    records.extend(await one(transport))
-            if repeat + 1 == scenario_repeats(scenario, repeats, fault_repeats):
-                progress.scenario_done(
-                    scenario, [r for r in records if r.scenario == scenario.name]
-                )
+        else:
+            for transport in transports:
+                # A transport's repeats run back to back, each with its own client worker,
+                # on servers kept for them (started once, stopped after the last repeat).
+                async with ServerPool() as servers:
+                    for repeat in range(n):
+                        progress.step(
+                            f"{scenario.name} · {transport.name} · repeat {repeat + 1}/{n}"
+                        )
+                        records.extend(await one(scenario, transport, repeat, servers))
+        progress.scenario_done(scenario, [r for r in records if r.scenario == scenario.name])
     _stop_if_cancelled()
     return records
 
@@ -129,5 +133,7 @@ async def run_suite(
 def scenario_repeats(scenario: Scenario, repeats: int, fault_repeats: int | None) -> int:
     """How many of the run's repeats ``scenario`` takes part in."""
     if scenario.kind == "fault" and fault_repeats is not None:
-        return min(repeats, fault_repeats)
+        repeats = min(repeats, fault_repeats)
+    if scenario.max_repeats is not None:
+        repeats = min(repeats, scenario.max_repeats)
     return repeats

@@ -75,6 +75,7 @@ class BadInput:
     kind: Kind = "fault"
     #: Timer-bound figures (seconds): every transport runs it at once, on its own processes.
     concurrent = True
+    max_repeats: int | None = None
     knobs: Mapping[str, BadInputKnobs] = {
         "quick": BadInputKnobs(PACE["quick"], idle_burst=200, answer_timeout_s=1.0),
         "default": BadInputKnobs(PACE["default"], idle_burst=300, answer_timeout_s=2.0),

@@ -87,6 +87,8 @@ class Complexity:
     name = "complexity"
     kind: Kind = "steady"
     concurrent = False
+    #: Code size and wire bytes at a fixed rate are counts: one repeat says it all.
+    max_repeats: int | None = 1
     knobs: Mapping[str, ComplexityKnobs] = {
         "quick": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=0.4),
         "default": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=1.0),

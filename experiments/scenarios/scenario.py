@@ -4,7 +4,8 @@ A scenario object has
 
 - ``name`` (its name on the command line and in results.json) and ``kind``
   (``"steady"`` or ``"fault"``); ``concurrent``: its figures are bound by timers of seconds,
-  so the runner runs every transport at once, each on its own processes;
+  so the runner runs every transport at once, each on its own processes; ``max_repeats``:
+  at most this many repeats (None: the run's);
 - a docstring saying what it measures and how delivery is checked (the report prints it);
 - ``knobs``: profile name -> its knobs (a frozen dataclass of its own), for ``quick``,
   ``default`` and ``full``;
@@ -63,6 +64,8 @@ class Scenario(Protocol):
     name: str
     kind: Kind
     concurrent: bool
+    #: At most this many repeats (None: as many as the run makes).
+    max_repeats: int | None
 
     @property
     def knobs(self) -> Mapping[str, object]: ...

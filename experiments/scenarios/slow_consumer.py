@@ -100,10 +100,11 @@ class SlowConsumer:
     name = "slow-consumer"
     kind: Kind = "fault"
     concurrent = False
+    max_repeats: int | None = None
     knobs: Mapping[str, SlowConsumerKnobs] = {
         "quick": SlowConsumerKnobs(10 * PACE["quick"].rate_hz, phase_s=1.0, read_fraction=0.1),
         "default": SlowConsumerKnobs(
-            10 * PACE["default"].rate_hz, phase_s=2.0, read_fraction=0.1
+            10 * PACE["default"].rate_hz, phase_s=1.5, read_fraction=0.1
         ),
         "full": SlowConsumerKnobs(10 * PACE["full"].rate_hz, phase_s=8.0, read_fraction=0.1),
     }
