@@ -72,8 +72,14 @@ class DeliveryLedger:
         self._source = source
         self._first_seq = dict(first_seq or {})
         self._epochs: dict[str, _Epoch] = {}
-        # (connection, epoch) -> highest seq seen on that connection
-        self._highest_on_connection: dict[tuple[int, str], int] = {}
+        # epoch -> highest seq seen on the current connection. Only the current connection's
+        # are kept: reorders count within a connection, and connections only move forward,
+        # so a client that reconnects thousands of times does not grow this.
+        self._connection = 0
+        self._highest_on_connection: dict[str, int] = {}
+        # The client's posterior as a client keeps it (bounded: see model.posterior). The
+        # ledger itself keeps every epoch's seqs: it is the judge, its counts must be exact,
+        # and it lives for one bounded experiment run, never in ``listen``.
         self.posterior = BetaBinomial()
 
     @property
@@ -89,14 +95,16 @@ class DeliveryLedger:
         self.posterior.update(sample)
         if sample.value != self._source.value(sample.seq):
             ep.corrupted += 1
-        key = (connection, sample.epoch)
-        highest_here = self._highest_on_connection.get(key, -1)
+        if connection != self._connection:
+            self._connection = connection
+            self._highest_on_connection.clear()
+        highest_here = self._highest_on_connection.get(sample.epoch, -1)
         if not ep.received.add(sample.seq):
             ep.duplicated += 1
         elif sample.seq < highest_here:
             ep.reordered += 1
         if sample.seq > highest_here:
-            self._highest_on_connection[key] = sample.seq
+            self._highest_on_connection[sample.epoch] = sample.seq
         ep.highest = max(ep.highest, sample.seq)
 
     def counts(self, epoch: str | None = None) -> DeliveryCounts:

@@ -2,6 +2,14 @@
 
 With prior Beta(a0, b0) and data of s successes and f failures, the posterior is
 Beta(a0 + s, b0 + f). Each ``(epoch, seq)`` counts once: a duplicate never moves it.
+
+Memory is bounded whatever a server sends. The seqs seen are kept for the :data:`RECENT_EPOCHS`
+epochs that received a sample most recently (the current one and those a resume or a late
+replay could still bring back), each as at most :data:`MAX_GAPS` intervals. A server that
+changes epoch on every sample therefore costs a fixed amount, not an entry per sample. The
+price, in cases no server of this suite produces: a sample of an epoch evicted from that set
+(one not seen for ``RECENT_EPOCHS`` epoch changes) counts as new, since nothing remembers it;
+a sample in an epoch's oldest gap after more than ``MAX_GAPS`` gaps counts as a duplicate.
 """
 
 from __future__ import annotations
@@ -11,7 +19,12 @@ from dataclasses import dataclass, field
 from model.sample import Sample
 from model.seqset import SeqSet
 
-__all__ = ["BetaBinomial", "Estimate"]
+__all__ = ["MAX_GAPS", "RECENT_EPOCHS", "BetaBinomial", "Estimate"]
+
+#: Epochs whose seqs the posterior remembers (the most recently used ones).
+RECENT_EPOCHS = 16
+#: Gaps remembered per epoch (each an interval of a :class:`SeqSet`).
+MAX_GAPS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +70,23 @@ class BetaBinomial:
         low, high = beta_dist.ppf([tail, 1.0 - tail], self.alpha, self.beta)
         return float(low), float(high)
 
+    @property
+    def epochs_remembered(self) -> int:
+        """How many epochs' seqs are held now (at most :data:`RECENT_EPOCHS`)."""
+        return len(self._seen)
+
     def update(self, sample: Sample) -> bool:
         """Count ``sample`` unless its ``(epoch, seq)`` was counted before; say if it counted."""
-        seen = self._seen.get(sample.epoch)
+        seen_by_epoch = self._seen
+        seen = seen_by_epoch.get(sample.epoch)
         if seen is None:
-            seen = self._seen[sample.epoch] = SeqSet()
+            if len(seen_by_epoch) >= RECENT_EPOCHS:
+                # dicts keep insertion order and each use re-inserts: the first is the oldest.
+                del seen_by_epoch[next(iter(seen_by_epoch))]
+            seen = seen_by_epoch[sample.epoch] = SeqSet(MAX_GAPS)
+        elif next(reversed(seen_by_epoch)) != sample.epoch:
+            # A return to an older epoch makes it the most recent (rare: no cost per sample).
+            seen_by_epoch[sample.epoch] = seen_by_epoch.pop(sample.epoch)
         if not seen.add(sample.seq):
             return False
         if sample.value:

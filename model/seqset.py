@@ -1,7 +1,9 @@
 """A set of sequence numbers stored as sorted, disjoint, half-open intervals.
 
 Memory grows with the number of gaps, not with the number of members, so a long in-order
-stream costs one interval.
+stream costs one interval. ``max_intervals`` bounds even that: past it, the lowest gap is
+filled (its seqs count as members), so a peer that sends every other seq cannot grow the set
+without bound; the price is that a late seq in that oldest gap reads as already present.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ __all__ = ["SeqSet"]
 class SeqSet:
     """Distinct non-negative integers, kept as merged intervals ``[start, stop)``."""
 
-    __slots__ = ("_count", "_starts", "_stops")
+    __slots__ = ("_count", "_max_intervals", "_starts", "_stops")
 
-    def __init__(self) -> None:
+    def __init__(self, max_intervals: int | None = None) -> None:
+        if max_intervals is not None and max_intervals < 1:
+            raise ValueError(f"max_intervals must be >= 1, got {max_intervals}")
         self._starts: list[int] = []
         self._stops: list[int] = []
         self._count = 0
+        self._max_intervals = max_intervals
 
     def __len__(self) -> int:
         return self._count
@@ -49,6 +54,11 @@ class SeqSet:
         else:
             starts.insert(i + 1, seq)
             stops.insert(i + 1, seq + 1)
+            if self._max_intervals is not None and len(starts) > self._max_intervals:
+                # Fill the lowest gap: the oldest seqs matter least for de-duplication.
+                self._count += starts[1] - stops[0]
+                stops[0] = stops[1]
+                del starts[1], stops[1]
         return True
 
     def count_between(self, start: int, stop: int) -> int:

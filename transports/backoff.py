@@ -1,8 +1,9 @@
 """Reconnect delays: exponential backoff with full jitter (pure).
 
 ``delay(n) = uniform(0, min(cap, base * 2**n))`` for the n-th consecutive failure, reset after a
-successful connection. Full jitter spreads a crowd of clients that lost the same server, so
-they do not return in a storm.
+healthy connection (the shared client decides what that is: one that streamed for a while, not
+merely one whose handshake succeeded). Full jitter spreads a crowd of clients that lost the
+same server, so they do not return in a storm.
 """
 
 from __future__ import annotations
@@ -39,5 +40,5 @@ class Backoff:
         return self.rng.uniform(0.0, ceiling) if self.jitter else ceiling
 
     def reset(self) -> None:
-        """Call after a successful connection."""
+        """Call after a healthy connection (see :mod:`transports.client`)."""
         self.attempt = 0

@@ -24,18 +24,21 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from model.errors import ServerUnavailable
+from model.errors import NotThisProtocol, StreamError, WaitExpired
 from model.posterior import BetaBinomial
 from model.sample import is_epoch
 from model.source import BernoulliSource
 from transports.announce import Announcement, Ready
-from transports.client import ClientEvent, Connected, ConnectFailed, Disconnected, StreamClient
+from transports.client import ClientEvent, Connected, Disconnected, StreamClient
 from transports.config import decode_config
 from transports.contract import Transport
+from transports.failures import FailureKind, failure_kind, printable
 from transports.hub import Hub
+from transports.limits import fit_connections, raise_fd_limit
 from transports.options import Options, option_names, replace_options
 from transports.publisher import check_rate, publish_forever
 from transports.registry import TRANSPORTS, UnknownTransport, get
+from transports.resume import ResumeToken
 from transports.settings import Settings, SettingsError, field_names
 from transports.sockets import url_host
 
@@ -137,6 +140,12 @@ async def _serve(
 ) -> int:
     source = BernoulliSource(args.p, args.seed)
     epoch = args.epoch or secrets.token_hex(4)
+    # Every connection is a file descriptor: take what the hard limit allows, and promise
+    # no more connections than that leaves room for.
+    fds = raise_fd_limit()
+    settings, warning = fit_connections(settings, fds)
+    if warning is not None:
+        print(f"python -m transports: warning: {warning}", file=sys.stderr, flush=True)
     hub = Hub(epoch, settings)
     port = transport.default_port if args.port is None else args.port
     server = transport.serve(hub, args.host, port, settings, options)
@@ -153,7 +162,8 @@ async def _serve(
     print(
         f"serving {transport.name} on {url_host(args.host)}:{server.port} "
         f"url={transport.url(args.host, server.port)} epoch={epoch} rate={rate:g}/s "
-        f"p={args.p} seed={args.seed}",
+        f"p={args.p} seed={args.seed} fds={fds if fds is not None else 'unlimited'} "
+        f"max_connections={settings.max_connections}",
         flush=True,
     )
     if args.ready_json:
@@ -199,18 +209,29 @@ async def _listen(
 ) -> int:
     port = transport.default_port if args.port is None else args.port
     url = transport.url(args.host, port)
-    said_waiting = False
+    # What stderr last said about a failure: each kind is said once, not once per attempt
+    # (a server that refuses would otherwise print a line every backoff).
+    said: FailureKind | None = None
+    offered: ResumeToken | None = None
+    recovering = False
 
     def report(event: ClientEvent) -> None:
-        nonlocal said_waiting
-        if isinstance(event, ConnectFailed) and client.connection == 0 and not said_waiting:
-            said_waiting = True
-            print(f"no server at {url} yet; retrying for up to {args.wait:g} s", file=sys.stderr)
-        elif isinstance(event, Disconnected):
-            print(f"connection lost ({event.reason}); reconnecting", file=sys.stderr)
-        elif isinstance(event, Connected) and event.connection > 1:
-            resumed = f" from {event.token.epoch}:{event.token.since}" if event.token else ""
-            print(f"reconnected{resumed}", file=sys.stderr)
+        nonlocal said, offered, recovering
+        if isinstance(event, Connected):
+            offered = event.token
+            return
+        if client.received:
+            recovering = True
+        if isinstance(event, Disconnected) and event.samples:
+            said = None  # a stream that ran: what fails next is news again
+            print(f"connection lost ({printable(event.reason)}); reconnecting", file=sys.stderr)
+            return
+        if event.kind == said or event.kind == "not-this-protocol":  # the latter ends listen
+            return
+        said = event.kind
+        within = "" if client.received else f" for up to {args.wait:g} s"
+        trouble = _TROUBLE[event.kind].format(url=url)
+        print(f"{trouble} ({printable(event.reason)}); retrying{within}", file=sys.stderr)
 
     client = StreamClient(
         transport, args.host, port, settings, options, on_event=report, initial_wait_s=args.wait
@@ -222,15 +243,36 @@ async def _listen(
         # of an open connection all at once and out of order.
         async with contextlib.aclosing(client.__aiter__()) as samples:
             async for sample in samples:
+                if recovering:
+                    recovering, said = False, None
+                    resumed = f" from {offered.epoch}:{offered.since}" if offered else ""
+                    print(f"reconnected{resumed}", file=sys.stderr)
                 posterior.update(sample)
                 line = _format(sample.seq, sample.value, posterior, args.json, sample.epoch)
                 print(line, flush=True)
                 received += 1
                 if args.count is not None and received >= args.count:
                     break
-    except ServerUnavailable:
-        raise UsageError(f"no server answered at {url} within {args.wait:g} s") from None
+    except WaitExpired as exc:
+        last = exc.__cause__
+        why = ""
+        if isinstance(last, StreamError):
+            why = f" (last failure, {failure_kind(last)}: {printable(str(last))})"
+        raise UsageError(f"no sample from {url} within {args.wait:g} s{why}") from None
+    except NotThisProtocol as exc:
+        message = f"{url} does not speak {transport.name}: {printable(str(exc))}"
+        raise UsageError(message) from None
     return 0
+
+
+#: How ``listen`` names each kind of failure (see :mod:`transports.failures`).
+_TROUBLE: dict[FailureKind, str] = {
+    "unavailable": "no server at {url}",
+    "refused": "the server at {url} refuses the connection",
+    "not-this-protocol": "{url} does not speak this protocol",
+    "certificate": "the certificate of {url} does not verify",
+    "lost": "the server at {url} closed the connection before any sample",
+}
 
 
 def _check_serve_arguments(args: argparse.Namespace) -> None:

@@ -4,25 +4,56 @@
 as many connections as it takes. After every sample it holds the resume token ``(epoch, seq)``
 of the newest sample received and sends it on the next connection (when ``settings.resume``).
 It reports what happens to the connection as frozen event records, for the CLI and the
-experiments (time to detect, time to reconnect).
+experiments (time to detect, time to reconnect), each attempt numbered.
+
+The rules it keeps, whatever the transport:
+
+- Every failure is sorted into a kind (:mod:`transports.failures`) and reported with it.
+- ``not-this-protocol`` before the first sample is final: the error is raised at once, since
+  no retry turns, say, an SSE server into a tcp one. (After samples arrived the endpoint did
+  speak the protocol, so it is retried like any other failure.)
+- ``initial_wait_s`` bounds the time to the *first sample*, whatever the failures on the way
+  (nobody there, a refusal, a handshake that never completes, a server that accepts and sends
+  nothing): past it, :class:`~model.errors.WaitExpired` is raised from the last failure.
+- Backoff resets only after a *healthy* connection: one that delivered a new sample and then
+  stayed up for the backoff cap, or delivered :data:`HEALTHY_SAMPLES` new samples. A server
+  that accepts and closes at once (full, overloaded, broken) is retried on the backoff
+  schedule, not as fast as handshakes go (about 19 per second per client before this rule).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from model.errors import ServerUnavailable, StreamError
+from model.errors import ConnectionLost, ServerUnavailable, StreamError, WaitExpired
 from model.sample import Sample
 from transports.backoff import Backoff
 from transports.contract import Transport
+from transports.failures import FailureKind, failure_kind
 from transports.options import Options
 from transports.resume import ResumeToken
 from transports.settings import Settings
 
-__all__ = ["ClientEvent", "ConnectFailed", "Connected", "Disconnected", "StreamClient"]
+__all__ = [
+    "HEALTHY_SAMPLES",
+    "ClientEvent",
+    "ConnectFailed",
+    "Connected",
+    "Disconnected",
+    "StreamClient",
+]
+
+T = TypeVar("T")
+
+#: New samples after which a connection counts as healthy (its backoff resets) however
+#: short-lived: enough to tell a working stream from a server that accepts and gives up,
+#: few enough that a fault scenario's short rounds still reconnect from the backoff's base.
+HEALTHY_SAMPLES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +61,8 @@ class Connected:
     at_ns: int
     connection: int
     token: ResumeToken | None
+    #: Which attempt of this client this was, counting every attempt from 1.
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +70,21 @@ class Disconnected:
     at_ns: int
     connection: int
     reason: str
+    #: The failure's kind (``lost`` for a stream that broke; ``refused`` when the server
+    #: closed it saying why, e.g. WebSocket 1013 or a tcp error line).
+    kind: FailureKind = "lost"
+    #: Samples this connection delivered (0: it failed before streaming anything).
+    samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectFailed:
     at_ns: int
     reason: str
-    retry_in_s: float
+    #: The delay before the next attempt; None when the client gives up.
+    retry_in_s: float | None
+    attempt: int = 1
+    kind: FailureKind = "unavailable"
 
 
 ClientEvent = Connected | Disconnected | ConnectFailed
@@ -76,8 +117,13 @@ class StreamClient:
         self._since = token.since if token else -1
         #: How many connections have been established; the current one's number.
         self.connection = 0
+        #: How many connection attempts have been made, successful or not.
+        self.attempts = 0
+        #: Samples received over every connection.
+        self.received = 0
         s = self.settings
         self._backoff = Backoff(s.backoff_base_s, s.backoff_cap_s, s.backoff_jitter)
+        self._healthy_after_s = s.backoff_cap_s
 
     def _emit(self, event: ClientEvent) -> None:
         if self._on_event is not None:
@@ -89,41 +135,92 @@ class StreamClient:
         return None if self._epoch is None else ResumeToken(self._epoch, self._since)
 
     async def __aiter__(self) -> AsyncGenerator[Sample, None]:
-        started = time.monotonic()
-        while True:
-            offered = self.token if self.settings.resume else None
+        loop = asyncio.get_running_loop()
+        wait = self._initial_wait_s
+        deadline = None if wait is None else loop.time() + wait
+        last: StreamError | None = None
+
+        async def first(step: Awaitable[T]) -> T:
+            """``step`` bounded by the wait for the first sample (while it runs)."""
+            if deadline is None or self.received:
+                return await step
             try:
-                async with self.transport.connect(
-                    self.host, self.port, offered, self.settings, self.options
-                ) as stream:
+                async with asyncio.timeout_at(deadline):
+                    return await step
+            except TimeoutError:
+                cause = last or ServerUnavailable("no answer")
+                raise WaitExpired(f"no sample within {wait:g} s: {cause}") from cause
+
+        while True:
+            self.attempts += 1
+            attempt = self.attempts
+            offered = self.token if self.settings.resume else None
+            failure: StreamError
+            delivered = fresh = 0
+            connected = False
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    stream: AsyncIterator[Sample] = await first(
+                        stack.enter_async_context(
+                            self.transport.connect(
+                                self.host, self.port, offered, self.settings, self.options
+                            )
+                        )
+                    )
+                except WaitExpired:
+                    raise
+                except StreamError as exc:
+                    failure = exc
+                else:
+                    connected = True
                     self.connection += 1
-                    self._backoff.reset()
-                    self._emit(Connected(time.monotonic_ns(), self.connection, offered))
+                    up_since = loop.time()
+                    self._emit(Connected(time.monotonic_ns(), self.connection, offered, attempt))
+                    samples = aiter(stream)
                     try:
-                        async for sample in stream:
+                        if not self.received:
+                            # The wait bounds only the first sample: one bounded step, then the
+                            # plain loop below, which costs nothing extra per sample.
+                            sample = await first(anext(samples))
+                            delivered = fresh = 1
+                            self._epoch, self._since = sample.epoch, sample.seq
+                            self.received += 1
+                            yield sample
+                        async for sample in samples:
+                            delivered += 1
                             if sample.seq > self._since or sample.epoch != self._epoch:
                                 self._epoch, self._since = sample.epoch, sample.seq
+                                fresh += 1
+                            self.received += 1
                             yield sample
+                    except StopAsyncIteration:
+                        failure = ConnectionLost("closed by the server")
+                    except WaitExpired:
+                        raise
                     except StreamError as exc:
-                        reason = f"{type(exc).__name__}: {exc}"
+                        failure = exc
                     else:
-                        reason = "closed by the server"
-                    self._emit(Disconnected(time.monotonic_ns(), self.connection, reason))
-            except ServerUnavailable as exc:
-                elapsed = time.monotonic() - started
-                if (
-                    self.connection == 0
-                    and self._initial_wait_s is not None
-                    and elapsed >= self._initial_wait_s
-                ):
-                    raise
-                delay = self._backoff.next_delay()
-                if self.connection == 0 and self._initial_wait_s is not None:
-                    delay = min(delay, max(0.0, self._initial_wait_s - elapsed))
-                self._emit(ConnectFailed(time.monotonic_ns(), str(exc), delay))
-                await asyncio.sleep(delay)
-                continue
-            except StreamError as exc:
-                # Failed after connecting but before the stream was handed over (handshake).
-                self._emit(ConnectFailed(time.monotonic_ns(), str(exc), 0.0))
-            await asyncio.sleep(self._backoff.next_delay())
+                        failure = ConnectionLost("closed by the server")
+                    lived_s = loop.time() - up_since
+                    # New samples only: a server replaying the same ones is not progress.
+                    if fresh >= HEALTHY_SAMPLES or (fresh and lived_s >= self._healthy_after_s):
+                        self._backoff.reset()
+            last = failure
+            kind = failure_kind(failure)
+            reason = f"{type(failure).__name__}: {failure}" if connected else str(failure)
+            final = kind == "not-this-protocol" and not self.received
+            delay = None if final else self._backoff.next_delay()
+            if deadline is not None and not self.received and delay is not None:
+                # Never sleep past the wait: the last attempt comes right at its end.
+                remaining = deadline - loop.time()
+                delay = None if remaining <= 0 else min(delay, remaining)
+            now_ns = time.monotonic_ns()
+            if connected:
+                self._emit(Disconnected(now_ns, self.connection, reason, kind, delivered))
+            else:
+                self._emit(ConnectFailed(now_ns, reason, delay, attempt, kind))
+            if final:
+                raise failure
+            if delay is None:
+                raise WaitExpired(f"no sample within {wait:g} s: {failure}") from failure
+            await asyncio.sleep(delay)

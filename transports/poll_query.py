@@ -1,11 +1,11 @@
 """The polling transports' query and which samples answer it (pure: no I/O, no clock).
 
-A poll is ``GET /samples?epoch=E&since=SEQ[&wait=SECONDS]``. The query is strict: a client
-that misspells a parameter (``sinse=5``) would otherwise silently get the newest sample
-instead of a resume, so anything beyond these three parameters, a parameter given twice, a
-malformed token and a wait that is not a plain non-negative number of seconds are errors
-(the server answers 400 with the reason). Browsers need no cache-busting parameter: answers
-are sent ``Cache-Control: no-store``.
+A poll is ``GET /samples?epoch=E&since=SEQ[&wait=SECONDS]``. The query follows the rule of
+every HTTP transport (:func:`transports.resume.query_parameters`): other parameters are ignored
+(browsers add cache busters such as ``_=123``, although answers are sent
+``Cache-Control: no-store``), while one of these given twice, a malformed token and a wait
+that is not a plain non-negative number of seconds are errors (the server answers 400 with
+the reason).
 
 Which samples answer a poll (at most ``batch``, oldest first):
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from model.errors import ProtocolError
-from transports.resume import ResumeToken, parse_query, start_seq
+from transports.resume import ResumeToken, parse_query, query_parameters, start_seq
 
 __all__ = [
     "PARAMETERS",
@@ -56,15 +56,7 @@ def parse_poll_query(pairs: Iterable[tuple[str, str]], max_wait_s: float) -> Pol
     Raises :class:`~model.errors.BadResumeToken` for a bad epoch/since and
     :class:`~model.errors.ProtocolError` for anything else wrong, each with the reason.
     """
-    given: dict[str, str] = {}
-    for key, value in pairs:
-        if key not in PARAMETERS:
-            raise ProtocolError(
-                f"unknown parameter {key[:40]!r}; a poll takes {', '.join(PARAMETERS)}"
-            )
-        if key in given:
-            raise ProtocolError(f"parameter {key!r} given more than once")
-        given[key] = value
+    given = query_parameters(pairs, PARAMETERS)
     token = parse_query(given)
     wait = given.get("wait")
     if wait is None:

@@ -4,15 +4,18 @@ Server: an aiohttp app answering ``GET /samples?epoch=E&since=SEQ[&wait=SECONDS]
 array of at most ``settings.batch`` wire-form samples, oldest first (which ones:
 :mod:`transports.poll_query`). With ``wait`` it holds the request until a sample the client
 lacks exists or the wait (capped at the long-poll ``wait_s`` option) ends, then answers (``[]``
-if nothing came). A malformed query gets 400 with a plain-text reason, other paths 404, a
-request beyond ``settings.max_connections`` open connections 503 (and the connection closed);
-the answers come from :mod:`transports.rejections`.
-Idle keep-alive connections are closed after ``settings.dead_after_s`` (aiohttp's own default
-when that is None), so dead clients do not pile up; request lines and headers are bounded by
-aiohttp's limits (8190 bytes). The server keeps no state per client: a poller that stops
-costs nothing but its idle connection, until the keep-alive timeout. It only remembers the
-newest position any poller asked from, so that a saturating publisher (rate 0) paces itself
-to the pollers as it does to subscribers.
+if nothing came). A malformed query gets 400 with a plain-text reason, other paths 404; the
+answers come from :mod:`transports.rejections`. The connection limit judges a connection once,
+at its first request: past ``settings.max_connections`` connections already served, a
+newcomer gets 503 (and its connection closed), and pollers already being served never do,
+however many idle sockets pile up. A connection whose first request head has not arrived
+within ``settings.header_timeout_s`` is dropped; later, idle keep-alive connections are closed
+after ``settings.dead_after_s`` (aiohttp's own default when that is None), so dead clients do
+not pile up. Request lines and headers are bounded by aiohttp's limits (8190 bytes; 400 past
+them, logged in one line rather than aiohttp's traceback). The server keeps no state per
+poller beyond that: a poller that stops costs nothing but its idle connection, until the
+keep-alive timeout. It only remembers the newest position any poller asked from, so that a
+saturating publisher (rate 0) paces itself to the pollers as it does to subscribers.
 
 Clients: one ``aiohttp.ClientSession`` per "connection", which here is a polling session on
 one keep-alive TCP connection. It ends when a request fails or when that TCP connection is
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -46,25 +50,37 @@ from typing import Annotated
 import aiohttp
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestHandler
 
 from model.errors import (
     ConnectionLost,
     FrameTooLarge,
+    NotThisProtocol,
     PeerSilent,
     ProtocolError,
+    ServerRefused,
     ServerUnavailable,
     StreamError,
     TooManyConnections,
 )
 from model.sample import Sample, decode_samples, encode_samples
 from transports.contract import Features, Transport
+from transports.failures import unreachable
 from transports.hub import Hub
 from transports.options import Options
 from transports.poll_query import answer_range, format_poll_query, parse_poll_query, wanted_seq
 from transports.rejections import http_refusal
 from transports.resume import ResumeToken
 from transports.settings import Settings
-from transports.sockets import BACKLOG, bound_port, listening_sockets, url_host
+from transports.sockets import (
+    BACKLOG,
+    HeadDeadline,
+    bound_port,
+    listening_sockets,
+    tune_accepted,
+    url_host,
+)
 
 __all__ = [
     "LONG_POLL",
@@ -80,6 +96,8 @@ PATH = "/samples"
 #: How long ``stop()`` lets requests in flight finish before cutting them (held long polls).
 _SHUTDOWN_GRACE_S = 0.25
 _ANSWER_HEADERS = {"Cache-Control": "no-store"}
+#: The client's request headers: no compression (see ``_Poller._ask``).
+_IDENTITY = {"Accept-Encoding": "identity"}
 #: What aiohttp closes an idle keep-alive connection after when ``dead_after_s`` is None.
 _AIOHTTP_KEEPALIVE_S = 75.0
 
@@ -127,6 +145,73 @@ class _PollerPositions:
         self._hub.room_made()
 
 
+class _Newcomers:
+    """Which connections are served: each is judged once, at its first request.
+
+    Counting every open socket on every request (as before) turned idle sockets beyond the
+    limit into 503s for the pollers already being served; here only newcomers are refused.
+    A connection's first request head must arrive within the header timeout (aiohttp's own
+    keep-alive timer covers the heads after it).
+    """
+
+    def __init__(self, limit: int, header_timeout_s: float) -> None:
+        self._limit, self._header_timeout_s = limit, header_timeout_s
+        self._admitted: set[RequestHandler] = set()
+        self._unheard: dict[RequestHandler, HeadDeadline] = {}
+
+    def opened(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        deadline = HeadDeadline(transport, self._header_timeout_s)
+        deadline.arm()
+        self._unheard[handler] = deadline
+
+    def closed(self, handler: RequestHandler) -> None:
+        self._admitted.discard(handler)
+        deadline = self._unheard.pop(handler, None)
+        if deadline is not None:
+            deadline.met()
+
+    def admit(self, handler: RequestHandler) -> bool:
+        """Whether the connection of this request is served (its first request decides)."""
+        if handler in self._admitted:
+            return True
+        deadline = self._unheard.pop(handler, None)
+        if deadline is not None:
+            deadline.met()
+        if len(self._admitted) >= self._limit:
+            return False
+        self._admitted.add(handler)
+        return True
+
+
+class _OneLine(logging.Filter):
+    """aiohttp logs a traceback for each request it cannot parse: one line says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            record.msg = f"{record.getMessage()}: {type(error).__name__} {reason}".rstrip()
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+#: The aiohttp server's own log (unparsable requests), one line per event.
+_http_log = logging.getLogger(__name__ + ".http")
+_http_log.addFilter(_OneLine())
+
+
+def _admitting(newcomers: _Newcomers, limit: int) -> Middleware:
+    @web.middleware
+    async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if newcomers.admit(request.protocol):
+            return await handler(request)
+        refusal = _refusal(TooManyConnections(f"connection limit {limit} reached"))
+        refusal.force_close()
+        return refusal
+
+    return admit
+
+
 def _refusal(error: StreamError) -> web.Response:
     status, text = http_refusal(error)
     return web.Response(status=status, text=text)
@@ -143,7 +228,10 @@ class PollingServer:
         self._pollers = _PollerPositions(hub)
         #: Polls answered with samples (or none): how busy pollers kept the server.
         self.polls_answered = 0
-        self.app = web.Application()
+        self._newcomers = _Newcomers(settings.max_connections, settings.header_timeout_s)
+        self.app = web.Application(
+            middlewares=[_admitting(self._newcomers, settings.max_connections)]
+        )
         self.app.router.add_get(PATH, self._samples)
         self._runner: web.AppRunner | None = None
 
@@ -158,8 +246,10 @@ class PollingServer:
             handler_cancellation=True,  # a client that hangs up frees its held long poll
             shutdown_timeout=_SHUTDOWN_GRACE_S,
             keepalive_timeout=_idle_timeout_s(self.settings),
+            logger=_http_log,
         )
         await runner.setup()
+        self._watch_connections(runner)
         try:
             sockets = listening_sockets(self.host, self._port)
         except BaseException:
@@ -182,16 +272,33 @@ class PollingServer:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    def _too_many_connections(self) -> bool:
-        server = self._runner.server if self._runner is not None else None
-        return server is not None and len(server.connections) > self.settings.max_connections
+    def _watch_connections(self, runner: web.AppRunner) -> None:
+        """Tune every accepted socket, and tell the newcomers' doorman of every connection
+        opened and closed.
+
+        aiohttp has no per-connection hook, but every request handler reports to its server's
+        ``connection_made`` and ``connection_lost``: wrap those of this runner's server.
+        """
+        server, newcomers = runner.server, self._newcomers
+        assert server is not None
+        made, lost = server.connection_made, server.connection_lost
+
+        settings = self.settings
+
+        def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            # The same socket options as every other transport's accepted connections.
+            tune_accepted(transport.get_extra_info("socket"), settings)
+            newcomers.opened(handler, transport)
+
+        def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
+            newcomers.closed(handler)
+            lost(handler, exc)
+
+        setattr(server, "connection_made", connection_made)  # noqa: B010 - on this instance
+        setattr(server, "connection_lost", connection_lost)  # noqa: B010
 
     async def _samples(self, request: web.Request) -> web.Response:
-        if self._too_many_connections():
-            limit = self.settings.max_connections
-            refusal = _refusal(TooManyConnections(f"connection limit {limit} reached"))
-            refusal.force_close()
-            return refusal
         hub, settings = self.hub, self.settings
         try:
             query = parse_poll_query(request.query.items(), self.max_wait_s)
@@ -273,11 +380,23 @@ class _Poller:
 
     async def _ask(self, wait: float | None, timeout: aiohttp.ClientTimeout) -> list[Sample]:
         url = self._url + format_poll_query(self.token, wait)
-        async with self._session.get(url, timeout=timeout) as response:
+        async with self._session.get(url, timeout=timeout, headers=_IDENTITY) as response:
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                # Asked for identity, and the body limit counts the bytes that arrive: a
+                # compressed body would inflate past it (1 MB of gzip is 1 GiB of zeros).
+                raise NotThisProtocol(
+                    f"a {encoding}-encoded answer from {self._url}, although identity was asked"
+                )
             body = await _read_body(response, self._settings.max_message_bytes)
             if response.status != 200:
                 reason = body[:200].decode(errors="replace")
-                raise ProtocolError(f"HTTP {response.status} {response.reason}: {reason}")
+                raise ServerRefused(f"HTTP {response.status} {response.reason}: {reason}")
+            if response.content_type != "application/json":
+                raise NotThisProtocol(
+                    f"expected Content-Type application/json from {self._url}, got "
+                    f"{response.content_type!r}: {body[:200].decode(errors='replace')}"
+                )
         batch = decode_samples(body)
         if batch:
             self.token = ResumeToken(batch[-1].epoch, batch[-1].seq)
@@ -289,9 +408,9 @@ class _Poller:
         try:
             return await self._ask(None, _request_timeout(limit))
         except aiohttp.ClientResponseError as exc:
-            raise ProtocolError(f"not an HTTP answer from {self._url}: {exc.message}") from exc
+            raise NotThisProtocol(f"not an HTTP answer from {self._url}: {exc.message}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise ServerUnavailable(f"no polling server at {self._url}: {exc}") from exc
+            raise unreachable(f"no polling server at {self._url}", exc) from exc
         except TimeoutError as exc:
             raise ServerUnavailable(f"no answer from {self._url} within {limit:g} s") from exc
 
@@ -331,7 +450,13 @@ async def _connect(
     connector = aiohttp.TCPConnector(limit=1)
     guard = _OneConnection()
     url = f"http://{url_host(host)}:{port}{PATH}"
-    async with aiohttp.ClientSession(connector=connector, trace_configs=[guard.trace]) as session:
+    session = aiohttp.ClientSession(
+        connector=connector,
+        trace_configs=[guard.trace],
+        # Never inflate: see _Poller._ask, which refuses a compressed answer.
+        auto_decompress=False,
+    )
+    async with session:
         poller = _Poller(session, url, token, settings, options)
         first = await poller.handshake()
         yield poller.samples(first)

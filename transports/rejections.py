@@ -23,9 +23,11 @@ from model.errors import (
 )
 
 __all__ = [
+    "HEAD_TOO_LARGE",
     "SHUTTING_DOWN",
     "Rejection",
     "http_refusal",
+    "raw_http_answer",
     "rejection",
     "rejection_text",
     "ws_close_reason",
@@ -59,6 +61,11 @@ _OTHER = Rejection(HTTPStatus.INTERNAL_SERVER_ERROR, 1011, "server error")
 
 #: Every connection's end when the server stops (1001: going away).
 SHUTTING_DOWN = Rejection(HTTPStatus.SERVICE_UNAVAILABLE, 1001, "server shutting down")
+#: A request head over the server's limit, answered before any request exists (no close code:
+#: there is no WebSocket yet).
+HEAD_TOO_LARGE = Rejection(
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, 1009, "request head too large"
+)
 
 
 def rejection(error: StreamError) -> Rejection:
@@ -79,6 +86,18 @@ def rejection_text(error: StreamError) -> str:
 def http_refusal(error: StreamError) -> tuple[int, str]:
     """The HTTP status and plain-text body (one line) refusing a request for ``error``."""
     return int(rejection(error).http_status), rejection_text(error) + "\n"
+
+
+def raw_http_answer(answer: Rejection, detail: str = "") -> bytes:
+    """A whole ``Connection: close`` HTTP/1.1 response for a server that writes it itself."""
+    body = (f"{answer.label}: {detail}" if detail else answer.label).encode() + b"\n"
+    status = answer.http_status
+    head = (
+        f"HTTP/1.1 {int(status)} {status.phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def ws_close_reason(text: str) -> str:

@@ -12,10 +12,10 @@ samples a hub still holds (oldest first, all of the current epoch):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from model.errors import BadResumeToken
+from model.errors import BadResumeToken, ProtocolError
 from model.sample import is_epoch
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "format_event_id",
     "parse_event_id",
     "parse_query",
+    "query_parameters",
     "start_seq",
 ]
 
@@ -74,6 +75,23 @@ def parse_event_id(event_id: str) -> ResumeToken:
 
 def format_event_id(epoch: str, seq: int) -> str:
     return f"{epoch}:{seq}"
+
+
+def query_parameters(pairs: Iterable[tuple[str, str]], names: Collection[str]) -> dict[str, str]:
+    """The parameters called ``names`` in a decoded query: the rule of every HTTP transport.
+
+    Others are ignored: browsers and proxies add their own (a cache buster such as ``_=123``),
+    and a client must not be refused for them. A known one given twice is malformed, since
+    nothing says which would count; raises :class:`~model.errors.ProtocolError` naming it.
+    """
+    given: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in names:
+            continue
+        if key in given:
+            raise ProtocolError(f"parameter {key!r} given more than once")
+        given[key] = value
+    return given
 
 
 def parse_query(query: Mapping[str, str]) -> ResumeToken | None:

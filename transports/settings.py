@@ -64,6 +64,10 @@ class Settings:
     batch: int = 1_000
     #: Time a client gives one connection attempt (connect + handshake).
     connect_timeout_s: float = 5.0
+    #: Time a server gives a new connection to send its request head (HTTP request head,
+    #: WebSocket upgrade, tcp hello) before closing it: an idle or dripping peer (slowloris)
+    #: would otherwise hold its socket, and on some servers a connection slot, forever.
+    header_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name, rule in _RULES.items():
@@ -185,4 +189,5 @@ _RULES: dict[str, _Rule] = {
     "history": _count(1, 100_000_000),
     "batch": _count(1, 100_000_000),
     "connect_timeout_s": _seconds(zero_means_off=False),
+    "header_timeout_s": _seconds(zero_means_off=False),
 }

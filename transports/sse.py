@@ -5,8 +5,10 @@ Server: ``GET /events`` answers ``text/event-stream``; each sample is one event 
 ``retry:`` (the shared backoff base) and carries a comment ping every ``heartbeat_s``. A
 ``Last-Event-ID: EPOCH:SEQ`` header resumes (sse-starlette leaves the header to the app).
 Answers (from :mod:`transports.rejections`): 400 for a malformed ``Last-Event-ID`` or a request
-body, 503 when full (the hub's limit or uvicorn's ``limit_concurrency``), 404 elsewhere, 400
-from uvicorn for a request it cannot parse or whose head exceeds ``max_message_bytes``. A
+body, 503 when full (the hub's limit: streams count, idle or half-sent connections do not),
+404 elsewhere, 400 from uvicorn for a request it cannot parse or whose head exceeds
+``max_message_bytes``. A connection whose request head has not arrived within
+``header_timeout_s`` (idle, or dripping it: slowloris) is dropped. A
 subscriber the hub cuts (it stopped reading) and a send stuck longer than ``dead_after_s`` get
 their connection aborted: a peer that reads nothing would otherwise hold a graceful close, and
 its connection slot, forever.
@@ -20,11 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
 from functools import cache, partial
+from typing import Any
 
 import anyio
+import h11
+import httpcore
 import httpx
 import uvicorn
 from httpx_sse import EventSource, aconnect_sse
@@ -41,7 +47,9 @@ from model.errors import (
     BadResumeToken,
     ConnectionLost,
     FrameTooLarge,
+    NotThisProtocol,
     ProtocolError,
+    ServerRefused,
     ServerUnavailable,
     StreamError,
     SubscriberOverflow,
@@ -50,12 +58,20 @@ from model.errors import (
 from model.sample import Sample
 from transports.contract import Features, Transport
 from transports.deadline import read_within
+from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.options import NoOptions, Options
 from transports.rejections import http_refusal
 from transports.resume import ResumeToken, format_event_id
 from transports.settings import Settings
-from transports.sockets import BACKLOG, bound_port, listening_sockets, tune_accepted, url_host
+from transports.sockets import (
+    BACKLOG,
+    HeadDeadline,
+    bound_port,
+    listening_sockets,
+    tune_accepted,
+    url_host,
+)
 from transports.sse_wire import (
     LINE_END,
     PING_COMMENT,
@@ -85,12 +101,32 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 def _protocol(settings: Settings) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, tuning each accepted socket as every server here does."""
+    """uvicorn's h11 protocol, tuning each accepted socket as every server here does, and
+    dropping a connection whose request head does not arrive in time (uvicorn has no timer
+    for that: its keep-alive timer stops at the first byte of a request)."""
 
     class TunedH11Protocol(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             tune_accepted(transport.get_extra_info("socket"), settings)
+            self.head_deadline = HeadDeadline(transport, settings.header_timeout_s)
+            self.head_deadline.arm()
             super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.head_deadline.met()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request head arrived: uvicorn began a cycle
+                self.head_deadline.met()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Keep-alive: the next request's head gets the same time (unless one is in).
+            if not self.transport.is_closing() and self.cycle.response_complete:
+                self.head_deadline.arm()
 
     return TunedH11Protocol
 
@@ -230,14 +266,15 @@ class SSEServer:
             proxy_headers=False,
             # Bounds a request's head (h11 buffers at most this much of an incomplete event).
             h11_max_incomplete_event_size=self.settings.max_message_bytes,
-            # uvicorn counts the asking connection too: this admits max_connections streams.
-            limit_concurrency=self.settings.max_connections + 1,
+            # No limit_concurrency: uvicorn would count idle and half-sent connections too, so
+            # a few hundred idle sockets locked out every new subscriber. The hub's limit
+            # counts streams; the head deadline bounds how long the others stay.
             timeout_graceful_shutdown=1,
             # uvicorn calls this on its first tick after binding: our readiness signal.
             callback_notify=started,
         )
         server = _EmbeddedUvicorn(config)
-        serving = asyncio.create_task(server.serve(sockets=sockets))
+        serving = asyncio.create_task(server.serve(sockets=list[socket.socket](sockets)))
         waiting = asyncio.create_task(ready.wait())
         await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
@@ -348,25 +385,124 @@ def _url(host: str, port: int) -> str:
 
 async def _excerpt(response: httpx.Response) -> str:
     """The start of an error response's body, for the error message."""
+    if _encoding(response) != "identity":
+        return f"({_encoding(response)}-encoded body)"
     body = b""
     with contextlib.suppress(httpx.HTTPError, TimeoutError):
         async with asyncio.timeout(1.0):
-            async for chunk in response.aiter_bytes():
+            # Raw: never inflate what a server sends (a 1 MB gzip body inflates to 1 GiB).
+            async for chunk in response.aiter_raw():
                 body += chunk
                 if len(body) >= _EXCERPT:
                     break
     return body[:_EXCERPT].decode("utf-8", "replace").strip()
 
 
+def _encoding(response: httpx.Response) -> str:
+    return response.headers.get("content-encoding", "identity").strip().lower() or "identity"
+
+
 async def _check(response: httpx.Response) -> None:
     if response.status_code != 200:
-        raise ProtocolError(f"HTTP {response.status_code}: {await _excerpt(response)}")
+        status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+        raise ServerRefused(f"{status}: {await _excerpt(response)}")
     content_type = response.headers.get("content-type", "").partition(";")[0].strip()
     if content_type != "text/event-stream":
-        raise ProtocolError(
+        raise NotThisProtocol(
             f"expected Content-Type text/event-stream, got {content_type!r}: "
             f"{await _excerpt(response)}"
         )
+    if _encoding(response) != "identity":
+        # Asked for identity: the size limit is on the bytes that arrive, so a compressed
+        # stream would inflate past it unchecked.
+        raise NotThisProtocol(
+            f"a {_encoding(response)}-encoded event stream, although identity was asked for"
+        )
+
+
+class _FirstBytes(httpcore.AsyncNetworkStream):
+    """A connection's stream that keeps the first bytes it read (for error messages)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self.first = b""
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = await self._inner.read(max_bytes, timeout)
+        if len(self.first) < _EXCERPT:
+            self.first += data[: _EXCERPT - len(self.first)]
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+
+    def get_extra_info(self, info: str) -> object:
+        return self._inner.get_extra_info(info)
+
+
+class _Sniffer(httpcore.AsyncNetworkBackend):
+    """The network backend httpx uses, keeping the first bytes of the one connection.
+
+    httpx reports a peer that answered something other than HTTP and closed as "Server
+    disconnected without sending a response", the same as a server that answered nothing;
+    the bytes tell them apart (``listen sse`` pointed at the tcp port gets an error line).
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+        self.stream: _FirstBytes | None = None
+
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        self.stream = _FirstBytes(await self._inner.connect_tcp(*args, **kwargs))
+        return self.stream
+
+    async def connect_unix_socket(
+        self, *args: Any, **kwargs: Any
+    ) -> httpcore.AsyncNetworkStream:
+        return await self._inner.connect_unix_socket(*args, **kwargs)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+    @property
+    def first_bytes(self) -> bytes:
+        return b"" if self.stream is None else self.stream.first
+
+
+def _sniffing_transport() -> tuple[httpx.AsyncHTTPTransport, _Sniffer | None]:
+    transport = httpx.AsyncHTTPTransport(verify=_tls_context())
+    pool = getattr(transport, "_pool", None)  # httpx keeps its httpcore pool here
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(backend, httpcore.AsyncNetworkBackend):
+        return transport, None  # another httpx: no sniffing, only less precise errors
+    sniffer = _Sniffer(backend)
+    pool._network_backend = sniffer  # type: ignore[union-attr]
+    return transport, sniffer
+
+
+def _not_http(exc: httpx.RemoteProtocolError, sniffer: _Sniffer | None) -> bytes | None:
+    """What the peer sent instead of an HTTP response, or None if it may have been HTTP."""
+    first = b"" if sniffer is None else sniffer.first_bytes
+    if first and not first.startswith(b"HTTP/"):
+        return first
+    cause: BaseException | None = exc
+    while cause is not None:
+        # h11 rejecting a status line; "peer unexpectedly closed" is a truncation, not that.
+        if isinstance(cause, h11.RemoteProtocolError) and "closed" not in str(cause):
+            return first or str(cause).encode()
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 @cache
@@ -382,12 +518,16 @@ async def connect(
     host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[SampleEvents]:
     url = _url(host, port)
-    headers = {} if token is None else {"Last-Event-ID": format_event_id(token.epoch, token.since)}
+    # identity: the size limits count the bytes that arrive (see _check).
+    headers = {"Accept-Encoding": "identity"}
+    if token is not None:
+        headers["Last-Event-ID"] = format_event_id(token.epoch, token.since)
     # No read timeout from httpx: the dead-peer deadline on each read is ours.
     timeout = httpx.Timeout(settings.connect_timeout_s, read=None)
+    transport, sniffer = _sniffing_transport()
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=timeout, verify=_tls_context())
+            httpx.AsyncClient(timeout=timeout, transport=transport)
         )
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
@@ -395,8 +535,16 @@ async def connect(
                     aconnect_sse(client, "GET", url, headers=headers)
                 )
                 await _check(source.response)
-        except (httpx.ConnectError, httpx.ConnectTimeout, TimeoutError) as exc:
-            raise ServerUnavailable(f"no SSE server at {url}: {exc!r}") from exc
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise unreachable(f"no SSE server at {url}", exc) from exc
+        except TimeoutError as exc:
+            limit = settings.connect_timeout_s
+            raise ServerUnavailable(f"no answer from {url} within {limit:g} s") from exc
+        except httpx.RemoteProtocolError as exc:
+            answer = _not_http(exc, sniffer)
+            if answer is not None:
+                raise NotThisProtocol(f"not an HTTP answer from {url}: {answer!r}") from exc
+            raise ServerUnavailable(f"{url} closed the connection without an answer") from exc
         except httpx.TransportError as exc:
             raise ConnectionLost(f"{type(exc).__name__} before the response: {exc}") from exc
         events = SampleEvents(source, settings)

@@ -7,7 +7,8 @@ write, and a ``{"heartbeat":NS}`` line whenever it was idle for ``settings.heart
 
 A peer that breaks the rules gets a last ``{"error":"..."}`` line (its text from
 :mod:`transports.rejections`) and is closed; the server goes on serving the others. The rules:
-a hello within the ``hello_timeout_s`` option (5 s), well-formed, no
+a hello within ``settings.header_timeout_s`` (every server's limit for a request head; the
+``hello_timeout_s`` option, when set, overrides it for tcp alone), well-formed, no
 longer than ``settings.max_message_bytes``; after it the client sends only its own
 ``{"heartbeat":NS}`` lines, every ``heartbeat_s``, and anything else is rejected. Heartbeats
 flow both ways so that each side notices a silent peer (a black hole) after ``dead_after_s``:
@@ -22,6 +23,7 @@ limit a newcomer gets ``{"error":"server full"}`` at once, without waiting for i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -33,9 +35,11 @@ import msgspec
 from model.errors import (
     ConnectionLost,
     FrameTooLarge,
+    MalformedSample,
+    NotThisProtocol,
     PeerSilent,
     ProtocolError,
-    ServerUnavailable,
+    ServerRefused,
     StreamError,
     SubscriberOverflow,
     TooManyConnections,
@@ -43,11 +47,13 @@ from model.errors import (
 from model.sample import Sample
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline, read_within
+from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.ndjson import (
     Heartbeat,
     LineSplitter,
     ServerError,
+    decode_server_line,
     decode_server_lines,
     encode_error,
     encode_heartbeat,
@@ -70,8 +76,9 @@ log = logging.getLogger(__name__)
 class TcpOptions(Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What only the tcp transport needs."""
 
-    #: How long a new connection may take to send its hello.
-    hello_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    #: How long a new connection may take to send its hello; None: the shared
+    #: ``settings.header_timeout_s``, which every server gives a request head.
+    hello_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
 
 
 #: How long a closing connection may take to flush its last bytes before it is aborted (a peer
@@ -126,7 +133,9 @@ class _Connection:
         self.writer.write(encode_error(text))
         # Half-close only: closing a socket with unread input sends RST, and a RST can
         # destroy the error line before the peer reads it. ``finish`` drains, then closes.
-        self.writer.write_eof()
+        # A peer already gone (ENOTCONN) needs no half-close: ``finish`` closes the socket.
+        with contextlib.suppress(OSError):
+            self.writer.write_eof()
 
     async def finish(self, reader: asyncio.StreamReader) -> None:
         """Complete the close within a grace period; abort a peer that does not cooperate."""
@@ -156,7 +165,10 @@ class TcpServer:
         if not isinstance(options, TcpOptions):
             raise TypeError(f"the tcp server takes TcpOptions, got {type(options).__name__}")
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
-        self.hello_timeout_s = options.hello_timeout_s
+        hello_timeout_s = options.hello_timeout_s
+        self.hello_timeout_s = (
+            settings.header_timeout_s if hello_timeout_s is None else hello_timeout_s
+        )
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -313,8 +325,11 @@ async def connect(
             asyncio.open_connection(host, port), settings.connect_timeout_s
         )
     except (OSError, TimeoutError) as exc:
-        raise ServerUnavailable(f"no tcp server at {host}:{port}: {exc!r}") from exc
-    writer.write(encode_hello(token))
+        raise unreachable(f"no tcp server at {host}:{port}", exc) from exc
+    # A leading space, which JSON ignores (the hello still reads as {}): an HTTP server takes
+    # a request line starting with whitespace as invalid at once and answers 400, so `listen
+    # tcp` pointed at an HTTP port learns so at once, not after the dead-peer timeout.
+    writer.write(b" " + encode_hello(token))
     heartbeats = (
         asyncio.create_task(_send_heartbeats(writer, settings.heartbeat_s))
         if settings.heartbeat_s
@@ -338,11 +353,29 @@ async def _send_heartbeats(writer: asyncio.StreamWriter, interval_s: float) -> N
             writer.write(encode_heartbeat(time.monotonic_ns()))
 
 
+def _check_first_line(line: bytes) -> None:
+    """Raise :class:`NotThisProtocol` unless a connection's first line is one of ours."""
+    if line.startswith(b"HTTP/"):
+        raise NotThisProtocol(f"an HTTP server answered: {line[:120]!r}")
+    try:
+        decode_server_line(line)
+    except MalformedSample as exc:
+        # A JSON object is this protocol gone wrong (a bad sample: the caller's decoding says
+        # so); anything else is another protocol.
+        try:
+            is_object = isinstance(msgspec.json.decode(line), dict)
+        except msgspec.DecodeError:
+            is_object = False
+        if not is_object:
+            raise NotThisProtocol(f"the first line is not NDJSON: {line[:120]!r}") from exc
+
+
 async def _samples(reader: asyncio.StreamReader, settings: Settings) -> AsyncIterator[Sample]:
     splitter = LineSplitter(settings.max_message_bytes)
     # One timer for the connection, not one per read: at 10 samples/s nearly every read waits,
     # and a timer armed and cancelled per read was a sixth of a fan-out client's CPU.
     deadline = ReadDeadline(settings.dead_after_s)
+    first_line = True
     try:
         while True:
             try:
@@ -351,11 +384,16 @@ async def _samples(reader: asyncio.StreamReader, settings: Settings) -> AsyncIte
                 raise ConnectionLost(f"connection failed: {exc!r}") from exc
             if not chunk:
                 raise ConnectionLost("closed by the server")
-            for line in decode_server_lines(splitter.feed(chunk)):
+            lines = splitter.feed(chunk)
+            if first_line and lines:
+                # Garbage later is a broken server (retried); garbage first is another protocol.
+                _check_first_line(lines[0])
+                first_line = False
+            for line in decode_server_lines(lines):
                 if type(line) is Sample:
                     yield line
                 elif isinstance(line, ServerError):
-                    raise ProtocolError(f"server closed the connection: {line.message}")
+                    raise ServerRefused(f"server closed the connection: {line.message}")
                 else:
                     assert isinstance(line, Heartbeat)  # its arrival reset the read deadline
     finally:

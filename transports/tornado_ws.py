@@ -7,27 +7,37 @@ Client: ``websocket_connect`` with the same pings, plus the shared read deadline
 message is tornado's way of saying the connection closed.
 
 Close codes and reasons come from :mod:`transports.rejections`: 1008 (bad resume token, a
-message from the client, a subscriber that fell behind), 1013 (server full), 1001 (server
-shutting down); 1009 (message too big) is tornado's own.
+malformed query, a message from the client, a subscriber that fell behind), 1013 (server
+full), 1001 (server shutting down); 1009 (message too big) is tornado's own. Where tornado
+would drop a connection without a word, the server answers as RFC 6455 and HTTP say: 1002 for
+a frame breaking the protocol (RSV bits, a reserved opcode, an invalid close code), 1007 for
+invalid UTF-8, 431 for a request head over 64 KiB. A request head (the upgrade) must arrive
+within ``header_timeout_s``. Each batch of samples goes out as one write of all its frames,
+awaited: a reader that stops reading holds one batch and its socket buffer, no more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 
 import tornado.httpclient
 import tornado.httpserver
+import tornado.ioloop
 import tornado.iostream
+import tornado.simple_httpclient
 import tornado.web
 import tornado.websocket
 
 from model.errors import (
-    BadResumeToken,
     ConnectionLost,
+    NotThisProtocol,
     ProtocolError,
+    ServerRefused,
     ServerUnavailable,
     StreamError,
     SubscriberOverflow,
@@ -36,12 +46,27 @@ from model.errors import (
 from model.sample import Sample, decode_sample, encode_sample
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline
+from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.options import NoOptions, Options
-from transports.rejections import SHUTTING_DOWN, rejection, rejection_text, ws_close_reason
-from transports.resume import ResumeToken, parse_query
+from transports.rejections import (
+    HEAD_TOO_LARGE,
+    SHUTTING_DOWN,
+    raw_http_answer,
+    rejection,
+    rejection_text,
+    ws_close_reason,
+)
+from transports.resume import ResumeToken, parse_query, query_parameters
 from transports.settings import Settings
-from transports.sockets import bound_port, listening_sockets, tune_accepted, url_host
+from transports.sockets import (
+    ListeningSocket,
+    bound_port,
+    listening_sockets,
+    tune_accepted,
+    url_host,
+)
+from transports.ws_frames import PROTOCOL_ERROR, frame_violation, text_frames
 
 __all__ = [
     "SEED",
@@ -58,6 +83,8 @@ PATH = "/websocket/"
 #: connection: hard-coded in tornado (``WebSocketProtocol13.close``), not configurable, so a
 #: server that detected a dead peer still holds its socket this much longer.
 TORNADO_CLOSE_WAIT_S = 5.0
+#: Largest request head (the upgrade request) the server reads; past it, 431.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def ping_timeout(settings: Settings) -> float | None:
@@ -79,10 +106,29 @@ def keepalive_params(settings: Settings, options: Options) -> Mapping[str, float
     }
 
 
-def _observe(write: asyncio.Future[None]) -> None:
-    """Mark a write's outcome as seen (its failure means the connection is gone)."""
-    if not write.cancelled():
-        write.exception()
+class _StrictProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, closing with the code RFC 6455 names where tornado does not.
+
+    Tornado drops the connection without a close frame on every framing violation, passes
+    invalid UTF-8 on as a failed decode, and echoes any close code, 999 and 5000 included.
+    (Hooks tornado's ``_handle_message`` and ``_abort``, as of tornado 6.5.)
+    """
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        violation = frame_violation(opcode, data)
+        if violation is None or self.client_terminated:
+            return super()._handle_message(opcode, data)
+        self.close(*violation)
+        super()._abort()
+        return None
+
+    def _abort(self) -> None:
+        # Tornado aborts on a violation (RSV bits, a reserved opcode, a fragmented or long
+        # control frame) while the stream still works: say why first. Every other abort comes
+        # after a close was sent or with the stream already closed, and stays silent.
+        if not self.server_terminated and self.stream is not None and not self.stream.closed():
+            self.close(PROTOCOL_ERROR, "protocol error")
+        super()._abort()
 
 
 class SampleSocket(tornado.websocket.WebSocketHandler):
@@ -99,48 +145,43 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return True  # a read-only public stream: any page may subscribe
 
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if not isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return protocol
+        return _StrictProtocol(self, False, protocol.params)
+
     def open(self, *args: str, **kwargs: str) -> None:
-        query: dict[str, str] = {
-            key: self.get_query_argument(key, strip=False)  # verbatim: " 7" is no seq
-            for key in ("epoch", "since")
-            if key in self.request.query_arguments
-        }
         try:
-            token = parse_query(query)
+            # Verbatim (" 7" is no seq); unknown parameters ignored, as on every HTTP transport.
+            pairs = parse_qsl(self.request.query, keep_blank_values=True)
+            token = parse_query(query_parameters(pairs, ("epoch", "since")))
             self._subscription = self.hub.subscribe(token, on_overflow=self._overflowed)
-        except (BadResumeToken, TooManyConnections) as exc:
+        except (ProtocolError, TooManyConnections) as exc:  # BadResumeToken is a ProtocolError
             self._reject(exc)
             return
         self.owner.handlers.add(self)
         stream = self.ws_connection.stream if self.ws_connection is not None else None
-        tune_accepted(stream.socket if stream is not None else None, self.owner.settings)
-        self._pump = asyncio.create_task(self._send(self._subscription))
+        if stream is None:
+            return
+        tune_accepted(stream.socket, self.owner.settings)
+        self._pump = asyncio.create_task(self._send(self._subscription, stream))
 
-    async def _send(self, subscription: Subscription) -> None:
-        writes: list[asyncio.Future[None]] = []
+    async def _send(self, subscription: Subscription, stream: tornado.iostream.IOStream) -> None:
         try:
             while True:
                 batch = await subscription.next_batch()
-                # Write the whole batch, then wait once for it to reach the socket: a peer
-                # that stops reading stops us here (backpressure). Only the last write is
-                # awaited: tornado's stream completes writes in order, so once the last has
-                # reached the socket every earlier one has too. (Gathering them all cost a
-                # callback per message, about a fifth of this server's time at saturation.)
-                writes = []
-                for sample in batch:
-                    writes.append(self.write_message(encode_sample(sample)))
-                await writes[-1]
+                if self.ws_connection is None or self.ws_connection.is_closing():
+                    return  # no data frame may follow a close frame
+                # The whole batch as one write of its frames, awaited: a peer that stops
+                # reading stops us here (backpressure) holding one batch, where a write per
+                # message held a tornado task per message (1-1.6 MB per stuck reader).
+                await stream.write(text_frames(map(encode_sample, batch)))
         except (
-            tornado.websocket.WebSocketClosedError,
             tornado.iostream.StreamClosedError,
             SubscriberOverflow,  # cut: _overflowed is closing the connection
         ):
             pass
-        finally:
-            # Tornado makes each write a task; one failing unobserved (the connection closed
-            # mid-batch) would be logged when collected. Observe those of an unfinished batch.
-            for write in writes:
-                write.add_done_callback(_observe)
 
     def _reject(self, error: StreamError) -> None:
         self.close(rejection(error).ws_close_code, ws_close_reason(rejection_text(error)))
@@ -182,9 +223,16 @@ class TornadoServer:
     async def start(self) -> None:
         sockets = listening_sockets(self.host, self._port)
         self._port = bound_port(sockets)
-        self._http = tornado.httpserver.HTTPServer(
-            self.app, max_header_size=64 * 1024, max_body_size=self.settings.max_message_bytes
+        self._http = _HTTPServer(
+            self.app,
+            max_header_size=MAX_HEAD_BYTES,
+            max_body_size=self.settings.max_message_bytes,
+            # Tornado's header timeout: the time a connection gets for each request head.
+            idle_connection_timeout=self.settings.header_timeout_s,
+            body_timeout=self.settings.header_timeout_s,
         )
+        for sock in sockets:
+            sock.rest = _resting(sock)
         self._http.add_sockets(sockets)
 
     async def stop(self) -> None:
@@ -197,11 +245,60 @@ class TornadoServer:
         self._http = None
 
 
+class _HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, answering 431 where tornado closes without a status."""
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[str, int]) -> None:
+        _answer_unsatisfiable_reads(stream)
+        super().handle_stream(stream, address)
+
+
+def _answer_unsatisfiable_reads(stream: tornado.iostream.IOStream) -> None:
+    """Send 431 before the stream closes itself over a line past its limit.
+
+    Tornado's stream closes on its own when a read finds no delimiter within its limit, before
+    the HTTP layer hears of it: the only place to answer is the close itself. On this server
+    the request head is the only such read (a chunk-size line is the other, and a GET here
+    has no body).
+    """
+    close = stream.close
+
+    def answering_close(exc_info: object = False) -> None:
+        if isinstance(exc_info, tornado.iostream.UnsatisfiableReadError) and not stream.closed():
+            detail = f"over {MAX_HEAD_BYTES} bytes"
+            with contextlib.suppress(OSError):
+                stream.socket.send(raw_http_answer(HEAD_TOO_LARGE, detail))
+        close(exc_info)  # type: ignore[arg-type]
+
+    stream.close = answering_close  # type: ignore[method-assign]
+
+
+def _resting(sock: ListeningSocket) -> Callable[[float], None]:
+    """How a listener out of descriptors rests: tornado's accept loop has no back-off."""
+
+    def rest(seconds: float) -> None:
+        loop = tornado.ioloop.IOLoop.current()
+        loop.update_handler(sock, 0)  # stop watching it; its handler stays registered
+
+        def wake() -> None:
+            if sock.fileno() >= 0:  # not closed by stop() meanwhile
+                loop.update_handler(sock, tornado.ioloop.IOLoop.READ)
+
+        loop.call_later(seconds, wake)
+
+    return rest
+
+
 def _url(host: str, port: int, token: ResumeToken | None) -> str:
     url = f"ws://{url_host(host)}:{port}{PATH}"
     if token is not None:
         url += f"?epoch={token.epoch}&since={token.since}"
     return url
+
+
+#: Close codes that refuse nothing: none (the TCP connection just ended), normal, going away
+#: (a server stopping), no status, abnormal.
+_PLAIN_CLOSES = frozenset({None, 1000, 1001, 1005, 1006})
 
 
 @asynccontextmanager
@@ -212,7 +309,11 @@ async def connect(
         _url(host, port, token),
         connect_timeout=settings.connect_timeout_s,
         request_timeout=settings.connect_timeout_s,
+        # No "Accept-Encoding: gzip", and no inflating of a refusal's body: a compressed body
+        # is checked against no limit but tornado's 100 MB after inflation.
+        decompress_response=False,
     )
+    url = request.url
     try:
         conn = await tornado.websocket.websocket_connect(
             request,
@@ -220,10 +321,20 @@ async def connect(
             ping_timeout=ping_timeout(settings),
             max_message_size=settings.max_message_bytes,
         )
+    except tornado.simple_httpclient.HTTPTimeoutError as exc:
+        limit = settings.connect_timeout_s
+        raise ServerUnavailable(f"no answer to the handshake at {url} within {limit:g} s") from exc
+    except tornado.simple_httpclient.HTTPStreamClosedError as exc:
+        # Closed before a whole answer: nobody serving there (or not HTTP: tornado logs that
+        # and reports only the close, so it cannot be told apart).
+        raise ServerUnavailable(f"{url} closed the connection without an answer") from exc
     except tornado.httpclient.HTTPClientError as exc:
-        raise ProtocolError(f"handshake refused: {exc}") from exc
+        raise ServerRefused(f"handshake refused: HTTP {exc.code} {exc.message}") from exc
+    except tornado.websocket.WebSocketError as exc:
+        # An HTTP answer other than an error status: e.g. 200 to the upgrade.
+        raise NotThisProtocol(f"{url} answered without a WebSocket upgrade: {exc}") from exc
     except (OSError, tornado.iostream.StreamClosedError, TimeoutError) as exc:
-        raise ServerUnavailable(f"no WebSocket server at {request.url}: {exc}") from exc
+        raise unreachable(f"no WebSocket server at {url}", exc) from exc
     # One deadline for the connection's reads: the reader waits on nearly every message.
     deadline = ReadDeadline(settings.dead_after_s)
     try:
@@ -240,7 +351,11 @@ async def _messages(
     while True:
         message = await read(conn.read_message())
         if message is None:
-            raise ConnectionLost(f"closed (code {conn.close_code}, reason {conn.close_reason!r})")
+            code, reason = conn.close_code, conn.close_reason
+            text = f"closed (code {code}, reason {reason!r})"
+            # A close with a code of its own (1008 policy, 1013 full, 1011 error...) is the
+            # server saying no; a plain or abnormal close is just a lost connection.
+            raise ConnectionLost(text) if code in _PLAIN_CLOSES else ServerRefused(text)
         yield decode_sample(message)
 
 

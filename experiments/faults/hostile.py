@@ -4,8 +4,10 @@ A transport declares its family on its registry record (``Transport.bad_input_fa
 ``websocket``, ``http-stream``, ``http-poll`` or ``tcp``. :data:`CASES` is the one table of
 bad inputs keyed by family (a test checks every family has its cases); every family also gets
 the common cases. Payload builders and :func:`describe_answer` are pure, so they are tested
-without sockets; :func:`answer`, :func:`idle_burst` and :func:`server_alive` are the peers
-themselves, on real sockets.
+without sockets; :func:`answer`, :func:`idle_burst`, :func:`slowloris`, :func:`non_readers`
+and :func:`server_alive` are the peers themselves, on real sockets. :func:`request_head`
+is each family's well-formed opening (the upgrade, ``GET /events``, a poll, the hello), which
+the slow and the stuck peers send.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -28,8 +32,13 @@ __all__ = [
     "answer",
     "cases_for",
     "describe_answer",
+    "endless_head",
     "idle_burst",
+    "non_readers",
+    "request_head",
     "server_alive",
+    "slowloris",
+    "upgrade",
 ]
 
 #: Twice the default 1 MiB message limit.
@@ -60,7 +69,7 @@ def _get(t: Target, path_and_query: str, *headers: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def _upgrade(t: Target, query: str = "") -> bytes:
+def upgrade(t: Target, query: str = "") -> bytes:
     return _get(
         t,
         t.path + query,
@@ -71,9 +80,9 @@ def _upgrade(t: Target, query: str = "") -> bytes:
     )
 
 
-def ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A masked client frame (mask key 0, so the payload goes as is)."""
-    head = bytes([(0x80 if fin else 0) | opcode])
+def ws_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+    """A masked client frame (mask key 0, so the payload goes as is); ``rsv``: RSV bits."""
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
     n = len(payload)
     if n < 126:
         head += bytes([0x80 | n])
@@ -100,16 +109,29 @@ def _oversized_header(t: Target) -> bytes:
 #: Every family: garbage bytes.
 COMMON: tuple[BadCase, ...] = (BadCase("garbage bytes", _garbage),)
 
+
+def _close_frame(code: int) -> Callable[[Target], bytes]:
+    return lambda t: upgrade(t) + ws_frame(0x8, struct.pack("!H", code))
+
+
 CASES: dict[BadInputFamily, tuple[BadCase, ...]] = {
     "websocket": (
-        BadCase("upgrade, then a garbage frame", lambda t: _upgrade(t) + b"\x8f\x80\0\0\0\0"),
+        BadCase("upgrade, then a garbage frame", lambda t: upgrade(t) + b"\x8f\x80\0\0\0\0"),
         BadCase(
             "upgrade, then a 2 MiB text frame",
-            lambda t: _upgrade(t) + ws_frame(0x1, b"x" * OVERSIZED_BYTES),
+            lambda t: upgrade(t) + ws_frame(0x1, b"x" * OVERSIZED_BYTES),
         ),
-        BadCase("upgrade with a bad resume query", lambda t: _upgrade(t, "?epoch=zz&since=-1")),
+        BadCase("upgrade with a bad resume query", lambda t: upgrade(t, "?epoch=zz&since=-1")),
         BadCase("plain GET, no upgrade", lambda t: _get(t, t.path)),
         BadCase("2 MiB header", _oversized_header),
+        BadCase("70 KiB header", lambda t: _get(t, t.path, "X-Big: " + "x" * 70_000)),
+        # RFC 6455 violations: each calls for a close code, not a silent drop or an echo.
+        BadCase("invalid UTF-8 text", lambda t: upgrade(t) + ws_frame(0x1, b"\xff\xfe")),
+        BadCase("RSV bits set", lambda t: upgrade(t) + ws_frame(0x1, b"{}", rsv=0x70)),
+        BadCase("reserved opcode", lambda t: upgrade(t) + ws_frame(0x3, b"")),
+        BadCase("close code 999", _close_frame(999)),
+        BadCase("close code 1005", _close_frame(1005)),
+        BadCase("close code 5000", _close_frame(5000)),
     ),
     "http-stream": (
         BadCase("bad Last-Event-ID", lambda t: _get(t, t.path, "Last-Event-ID: nope:-3")),
@@ -214,6 +236,76 @@ async def server_alive(host: str, port: int, timeout_s: float) -> bool:
         return False
     writer.close()
     return True
+
+
+def request_head(family: BadInputFamily, t: Target) -> bytes:
+    """The well-formed opening a normal client of ``family`` sends."""
+    if family == "websocket":
+        return upgrade(t)
+    if family == "tcp":
+        return b"{}\n"
+    return _get(t, t.path)
+
+
+def endless_head(family: BadInputFamily, t: Target) -> bytes:
+    """The family's opening, left unfinished and padded long: a head that never completes."""
+    if family == "tcp":
+        return b"{" + b" " * 10_000  # whitespace inside the hello line
+    return request_head(family, t)[:-2] + b"X-Slow: " + b"a" * 10_000  # a header line, unended
+
+
+async def slowloris(target: Target, head: bytes, drip_s: float, give_up_s: float) -> str:
+    """Drip ``head`` a byte every ``drip_s``: how long the server let it.
+
+    Give it an :func:`endless_head`, so the head never completes whatever the pace.
+    """
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(target.host, target.port), give_up_s
+    )
+    started = time.monotonic()
+    try:
+        answered = ""
+        for byte in head:
+            writer.write(bytes([byte]))
+            try:
+                # The server's close (EOF) or reset ends the wait at once.
+                data = await asyncio.wait_for(reader.read(1 << 16), drip_s)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                return f"closed after {time.monotonic() - started:.1f} s{answered}"
+            if data and not answered:  # tcp says why before it closes
+                answered = f", having answered {data[:60]!r}"
+            if time.monotonic() - started > give_up_s:
+                return f"left open after {give_up_s:g} s{answered}"
+        return f"left open after {time.monotonic() - started:.1f} s (all {len(head)} bytes sent)"
+    except ConnectionError:
+        return f"reset after {time.monotonic() - started:.1f} s"
+    finally:
+        writer.close()
+
+
+async def non_readers(target: Target, head: bytes, count: int) -> list[socket.socket]:
+    """``count`` peers that send ``head`` (subscribe) and then never read a byte.
+
+    Their receive buffers are as small as the kernel allows, so what they do not read piles
+    up on the server's side. The caller closes the sockets.
+    """
+    loop = asyncio.get_running_loop()
+    peers: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            peers.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, (target.host, target.port)), 5.0)
+            await loop.sock_sendall(sock, head)
+    except BaseException:
+        for sock in peers:
+            sock.close()
+        raise
+    return peers
 
 
 async def idle_burst(target: Target, count: int, hold_s: float) -> str:

@@ -25,6 +25,7 @@ EXPERIMENT_SETTINGS = Settings(
     dead_after_s=6.0,
     backoff_base_s=0.1,
     backoff_cap_s=2.0,
+    header_timeout_s=2.0,  # bad-input's slowloris case waits this long per transport
 )
 
 

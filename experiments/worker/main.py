@@ -47,6 +47,7 @@ from model.source import BernoulliSource
 from transports import client as stream
 from transports.backoff import Backoff
 from transports.contract import Transport
+from transports.failures import failure_kind
 from transports.options import Options
 from transports.registry import get
 
@@ -68,10 +69,10 @@ def event_of(event: stream.ClientEvent) -> ClientEvent:
     """The shared client's event as the worker reports it."""
     if isinstance(event, stream.Connected):
         token = None if event.token is None else (event.token.epoch, event.token.since)
-        return Connected(event.at_ns, event.connection, token)
+        return Connected(event.at_ns, event.connection, token, event.attempt)
     if isinstance(event, stream.Disconnected):
-        return Disconnected(event.at_ns, event.connection, event.reason)
-    return ConnectFailed(event.at_ns, event.reason, event.retry_in_s)
+        return Disconnected(event.at_ns, event.connection, event.reason, event.kind, event.samples)
+    return ConnectFailed(event.at_ns, event.reason, event.retry_in_s, event.attempt, event.kind)
 
 
 class _Client:
@@ -125,7 +126,7 @@ class _Client:
         job, window = self.job, self.window
         client = stream.StreamClient(
             self.transport,
-            job.host,
+            self.group.host or job.host,
             self.group.port or job.port,
             job.settings,
             self.options,
@@ -164,17 +165,19 @@ class _Client:
         # Connect once (retrying until the server answers) and never read.
         settings = self.transport.settings(self.job.settings)
         backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter)
-        port = self.group.port or self.job.port
+        host, port = self.group.host or self.job.host, self.group.port or self.job.port
+        attempt = 0
         while True:
+            attempt += 1
             try:
-                async with self.transport.connect(
-                    self.job.host, port, None, settings, self.options
-                ):
-                    self._on_event(stream.Connected(time.monotonic_ns(), 1, None))
+                async with self.transport.connect(host, port, None, settings, self.options):
+                    self._on_event(stream.Connected(time.monotonic_ns(), 1, None, attempt))
                     await asyncio.Event().wait()  # until cancelled at the end of the run
             except StreamError as exc:
                 delay = backoff.next_delay()
-                self._on_event(stream.ConnectFailed(time.monotonic_ns(), str(exc), delay))
+                kind = failure_kind(exc)
+                failed = stream.ConnectFailed(time.monotonic_ns(), str(exc), delay, attempt, kind)
+                self._on_event(failed)
                 await asyncio.sleep(delay)
 
     def outcome(self) -> ClientOutcome:
@@ -222,7 +225,11 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
     window = _Window()
     me = psutil.Process()
     cpu_at_start = cpu_seconds(me)
-    server = ServerProbe(job.server_pid, job.server_port) if job.server_pid else None
+    server = (
+        ServerProbe(job.server_pid, job.server_port, job.server_netns)
+        if job.server_pid
+        else None
+    )
     by_role: dict[str, list[int]] = {}
     clients: list[_Client] = []
     for group in job.groups:

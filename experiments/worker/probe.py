@@ -45,11 +45,13 @@ def parse_ss(text: str) -> TcpBytes:
     return TcpBytes(sent, received, connections)
 
 
-def tcp_bytes(port: int) -> TcpBytes | None:
-    """Bytes over the established connections on local ``port``; None if ``ss`` fails."""
+def tcp_bytes(port: int, netns: str | None = None) -> TcpBytes | None:
+    """Bytes over the established connections on local ``port`` (in network namespace
+    ``netns``, when the server runs in one); None if ``ss`` fails."""
+    prefix = [] if netns is None else ["ip", "netns", "exec", netns]
     try:
         done = subprocess.run(
-            ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+            [*prefix, "ss", "-tinH", "state", "established", f"( sport = :{port} )"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -78,9 +80,10 @@ class Snapshot:
 class ServerProbe:
     """CPU, RSS, character I/O and socket bytes of the server process at the window's edges."""
 
-    def __init__(self, pid: int, port: int | None = None) -> None:
+    def __init__(self, pid: int, port: int | None = None, netns: str | None = None) -> None:
         self.proc = psutil.Process(pid)
         self.port = port
+        self.netns = netns
         self.start: Snapshot | None = None
         self.end: Snapshot | None = None
 
@@ -91,7 +94,7 @@ class ServerProbe:
                 cpu, rss = cpu_seconds(self.proc), int(self.proc.memory_info().rss)
         except psutil.Error:
             return None  # the server is gone (a fault scenario killed it)
-        wire = tcp_bytes(self.port) if self.port is not None else None
+        wire = tcp_bytes(self.port, self.netns) if self.port is not None else None
         return Snapshot(cpu, rss, int(io.read_chars), int(io.write_chars), wire)
 
     def usage(self) -> ServerUsage | None:

@@ -35,6 +35,7 @@ __all__ = [
     "ConnectFailed",
     "Connected",
     "Disconnected",
+    "FailureKind",
     "Role",
     "ServerUsage",
     "Window",
@@ -56,8 +57,9 @@ class ClientGroup(msgspec.Struct, frozen=True):
     role: Role = "normal"
     #: For ``slow`` clients: the most samples per second they take.
     read_rate_hz: float = 0.0
-    #: Connect here instead of the job's port (e.g. one fault proxy per client).
+    #: Connect here instead of the job's host and port (e.g. one fault proxy per client).
     port: int | None = None
+    host: str | None = None
 
 
 class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -89,10 +91,16 @@ class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     server_pid: int | None = None
     #: The server's own port (not a proxy's): its sockets' byte counters are read too.
     server_port: int | None = None
+    #: The network namespace the server runs in (an emulated path), for those counters.
+    server_netns: str | None = None
 
     @property
     def clients(self) -> int:
         return sum(g.count for g in self.groups)
+
+
+#: Why an attempt or a connection failed (see :mod:`transports.failures`).
+FailureKind = Literal["unavailable", "refused", "not-this-protocol", "certificate", "lost"]
 
 
 class Connected(msgspec.Struct, frozen=True, tag="connected"):
@@ -100,18 +108,26 @@ class Connected(msgspec.Struct, frozen=True, tag="connected"):
     connection: int
     #: The resume token offered: (epoch, seq), or None.
     token: tuple[str, int] | None = None
+    #: The client's attempt number (every attempt counts, from 1).
+    attempt: int = 1
 
 
 class Disconnected(msgspec.Struct, frozen=True, tag="disconnected"):
     at_ns: int
     connection: int
     reason: str
+    kind: FailureKind = "lost"
+    #: Samples the connection delivered (0: it ended before streaming: a refusal, a storm).
+    samples: int = 0
 
 
 class ConnectFailed(msgspec.Struct, frozen=True, tag="connect_failed"):
     at_ns: int
     reason: str
-    retry_in_s: float
+    #: None: the client gave up (not this protocol, or its wait ran out).
+    retry_in_s: float | None
+    attempt: int = 1
+    kind: FailureKind = "unavailable"
 
 
 ClientEvent = Connected | Disconnected | ConnectFailed
