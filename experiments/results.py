@@ -34,18 +34,21 @@ from typing import Any
 
 import msgspec
 
+from experiments.network import PathProperties
 from transports.settings import Settings
 
 __all__ = [
     "SCHEMA",
     "Environment",
     "FaultTrace",
+    "NetworkConditions",
     "Observation",
     "Record",
     "Results",
     "Scalar",
     "environment",
     "load_results",
+    "network_conditions",
     "results_dir",
     "write_results",
 ]
@@ -119,6 +122,30 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
         return float(value)
 
 
+class NetworkConditions(msgspec.Struct, frozen=True, kw_only=True):
+    """An emulated path as measured at the start of the run (before anything ran on it)."""
+
+    #: The profile's nominal conditions, in words.
+    nominal: str
+    #: The measured figures with their targets and verdict, in one line.
+    measured: str
+    #: Every measured property held its tolerance.
+    ok: bool
+    figures: dict[str, Scalar] = {}
+
+
+def network_conditions(props: PathProperties) -> NetworkConditions:
+    """The record of an :class:`experiments.network.PathProperties`."""
+    figures: dict[str, Scalar] = {
+        k: v
+        for k, v in props.as_dict().items()
+        if v is None or isinstance(v, str | int | float | bool)
+    }
+    return NetworkConditions(
+        nominal=props.profile.summary(), measured=props.line(), ok=props.ok, figures=figures
+    )
+
+
 class Environment(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The machine, the software and the invocation."""
 
@@ -147,6 +174,8 @@ class Environment(msgspec.Struct, kw_only=True, omit_defaults=True):
     knobs: dict[str, msgspec.Raw] = {}
     #: Everything else a run records about its conditions (limits, GC, ...).
     conditions: dict[str, Scalar] = {}
+    #: Network profile -> what its emulated path measured at the start of the run.
+    networks: dict[str, NetworkConditions] = {}
     elapsed_s: float | None = None
     elapsed_by_kind_s: dict[str, float] = {}
 

@@ -14,10 +14,10 @@ from experiments.baselines import PUSHERS, baseline_of
 from experiments.results import SCHEMA, load_results
 from experiments.run.processes import settings_document
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILE_NAMES, PROFILES
-from experiments.scenarios import SCENARIOS
 from experiments.scenarios.delivery import Expect, judge
 from experiments.scenarios.fanout import FANOUT, split_clients
 from experiments.scenarios.latency import LATENCY
+from experiments.scenarios.registry import SCENARIOS
 from experiments.worker.probe import parse_ss
 from experiments.worker.schema import (
     ClientGroup,

@@ -28,6 +28,7 @@ from experiments.histogram import (
 from experiments.report.conditions import conditions_section
 from experiments.report.faults import reconnection_section, traces_by_transport
 from experiments.report.markdown import main, render, write_report
+from experiments.report.networks import cross_network_section
 from experiments.report.plots import latency_cdf_plot, timeline_plot
 from experiments.report.rows import figure, rows
 from experiments.report.summary import scenario_line, summary_table
@@ -35,6 +36,7 @@ from experiments.report.tables import header_for, scenario_table
 from experiments.results import (
     Environment,
     FaultTrace,
+    NetworkConditions,
     Observation,
     Record,
     Results,
@@ -55,6 +57,7 @@ class FakeScenario:
     headline: tuple[Column, ...] = ()
     kind: Kind = "steady"
     concurrent: bool = False
+    max_repeats: int | None = None
     knobs: Mapping[str, object] = field(default_factory=dict)
 
     def variant(self, params: Mapping[str, Scalar]) -> str:
@@ -477,3 +480,33 @@ def test_scenario_line_and_summary_table() -> None:
     shown = console.export_text()
     assert "p99 1.4 ms" in shown and "⚠ 1: 2 duplicated" in shown
     assert scenario_line(LATENCY, []) == "latency done: no records"
+
+
+def test_cross_network_summary_sets_each_network_beside_the_others() -> None:
+    def on(network: str, ms: float, repeat: int = 0) -> Record:
+        return record(
+            "tcp",
+            repeat,
+            latencies_ns=constant_ns(ms, 600),
+            params={"rate_hz": 1000, "network": network},
+        )
+
+    restart = record(
+        "tcp", scenario="restart", params={"network": "wan"}, metrics={"reconnect_s_median": 1.25}
+    )
+    measured = NetworkConditions(nominal="40 ms RTT", measured="rtt 41.0 ms [40]", ok=False)
+    results = results_of(
+        [on("loopback", 1.0), on("wan", 21.0), on("wan", 21.0, 1), restart],
+        networks={"wan": measured},
+    )
+    text = cross_network_section(results)
+    assert "| figure | loopback | wan |" in text
+    p50 = next(line for line in text.splitlines() if line.startswith("| latency p50"))
+    assert "| 1 |" in p50 and "21" in p50
+    p99 = next(line for line in text.splitlines() if line.startswith("| latency p99"))
+    # loopback's 600 samples cannot support a p99; wan pools 1,200 over its two repeats.
+    assert p99.endswith("| — (n=600) | 21 |")
+    assert "| reconnect s after a restart (median) | · | 1.25 |" in text
+    conditions = conditions_section(results)
+    assert "rtt 41.0 ms [40]" in conditions and "outside its tolerances" in conditions
+    assert cross_network_section(results_of([on("loopback", 1.0)])) == ""

@@ -57,7 +57,7 @@ async def _read(args: argparse.Namespace) -> BaselineResult:
     module = importlib.import_module(PUSHERS[args.name].module)
     sink = Sink(BernoulliSource(args.p, args.seed))
     me = psutil.Process()
-    probe = ServerProbe(args.server_pid, args.port) if args.server_pid else None
+    probe = ServerProbe(args.server_pid, args.port, args.server_netns) if args.server_pid else None
     reading = asyncio.create_task(module.read(args.host, args.port, args.epoch, sink))
     error: str | None = None
     window = 0.0
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     read.add_argument("--warmup", type=float, default=0.5)
     read.add_argument("--duration", type=float, default=2.0)
     read.add_argument("--server-pid", type=int)
+    read.add_argument("--server-netns", help="the network namespace the server runs in")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":

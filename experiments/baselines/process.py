@@ -8,7 +8,7 @@ import sys
 import msgspec
 
 from experiments.baselines import Pusher
-from experiments.run.processes import HarnessError, ServerProcess
+from experiments.run.processes import LOOPBACK, HarnessError, Placement, ServerProcess
 from experiments.worker.schema import ServerUsage
 from model.ledger import DeliveryCounts
 from transports.settings import Settings
@@ -37,7 +37,9 @@ class BaselineResult(msgspec.Struct, frozen=True, kw_only=True):
 class PusherServer(ServerProcess):
     """``python -m experiments.baselines serve NAME``, with the harness's readiness and teardown."""
 
-    def __init__(self, pusher: Pusher, *, seed: int, p: float, ready_timeout_s: float) -> None:
+    def __init__(
+        self, pusher: Pusher, *, seed: int, p: float, ready_timeout_s: float, place: Placement
+    ) -> None:
         super().__init__(
             f"pusher-{pusher.name}",
             rate_hz=0.0,
@@ -45,12 +47,16 @@ class PusherServer(ServerProcess):
             seed=seed,
             p=p,
             ready_timeout_s=ready_timeout_s,
+            host=place.host,
+            exec_prefix=place.server_prefix,
+            connect=place.connect,
         )
         self.pusher = pusher
 
     @property
     def argv(self) -> list[str]:
         return [
+            *self.exec_prefix,
             sys.executable,
             "-m",
             "experiments.baselines",
@@ -75,18 +81,27 @@ async def measure_pusher(
     warmup_s: float,
     duration_s: float,
     ready_timeout_s: float,
+    place: Placement = LOOPBACK,
 ) -> BaselineResult:
-    """Serve and read one pusher for warm-up + window; the reader's JSON result."""
-    async with PusherServer(pusher, seed=seed, p=p, ready_timeout_s=ready_timeout_s) as server:
+    """Serve and read one pusher for warm-up + window (both sides where ``place`` says: on
+    an emulated path, the same namespaces as the transport's); the reader's JSON result."""
+    async with PusherServer(
+        pusher, seed=seed, p=p, ready_timeout_s=ready_timeout_s, place=place
+    ) as server:
         assert server.epoch is not None
+        netns = ["--server-netns", place.server_netns] if place.server_netns else []
         proc = await asyncio.create_subprocess_exec(
+            *place.client_prefix,
             sys.executable,
             "-m",
             "experiments.baselines",
             "read",
             pusher.name,
+            "--host",
+            place.host,
             "--port",
             str(server.port),
+            *netns,
             "--epoch",
             server.epoch,
             "--seed",

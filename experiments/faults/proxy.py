@@ -356,8 +356,18 @@ class FaultProxy:
     """A TCP proxy in front of one upstream server whose faults a test switches at will."""
 
     def __init__(
-        self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1", port: int = 0
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sockets: Callable[[], socket.socket] | None = None,
     ) -> None:
+        #: Makes the proxy's sockets (listening and upstream): on an emulated network path,
+        #: sockets of the client's namespace, so the proxy sits in front of its clients there
+        #: and its upstream traffic crosses the path. None: ordinary sockets.
+        self._sockets = sockets
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.host = host
@@ -380,8 +390,30 @@ class FaultProxy:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind and listen; port 0 picks a free port, kept by later ``up()`` calls."""
-        self._server = await asyncio.start_server(self._accept, self.host, self._port)
+        self._server = await self._listen()
         self._port = self._server.sockets[0].getsockname()[1]
+
+    async def _listen(self) -> asyncio.Server:
+        if self._sockets is None:
+            return await asyncio.start_server(self._accept, self.host, self._port)
+        sock = self._sockets()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        sock.listen(128)
+        return await asyncio.start_server(self._accept, sock=sock)
+
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._sockets is None:
+            return await asyncio.open_connection(self.upstream_host, self.upstream_port)
+        sock = self._sockets()
+        try:
+            await asyncio.get_running_loop().sock_connect(
+                sock, (self.upstream_host, self.upstream_port)
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""
@@ -480,7 +512,7 @@ class FaultProxy:
     async def up(self) -> None:
         """Listen again on the same port."""
         if self._server is None:
-            self._server = await asyncio.start_server(self._accept, self.host, self._port)
+            self._server = await self._listen()
 
     def heal(self) -> None:
         """Remove every toxic: plain forwarding again for connections that survived."""
@@ -492,7 +524,7 @@ class FaultProxy:
     # -- internals ------------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            upstream = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+            upstream = await self._connect_upstream()
         except OSError:
             # Upstream refuses: the client sees its connection closed, as with Toxiproxy.
             _set_linger_zero(writer)

@@ -100,8 +100,13 @@ def keepalive_params(ctx: RunContext) -> dict[str, Scalar]:
 class Proxies:
     """``count`` fault proxies in front of one server (an async context manager)."""
 
-    def __init__(self, upstream_port: int, count: int) -> None:
-        self.items = [FaultProxy("127.0.0.1", upstream_port) for _ in range(count)]
+    def __init__(self, ctx: RunContext, server: ServerProcess, count: int) -> None:
+        # On an emulated path the proxies live in the client's namespace (their sockets are
+        # made there), so their upstream traffic crosses the path like the client's would.
+        sockets = ctx.client_sockets()
+        self.items = [
+            FaultProxy(server.host, server.port, sockets=sockets) for _ in range(count)
+        ]
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Proxies:
@@ -123,7 +128,8 @@ def proxied_groups(proxies: Proxies, group: ClientGroup | None = None) -> tuple[
     """One client per proxy (client i goes through proxy i)."""
     base = group or ClientGroup(1)
     return tuple(
-        ClientGroup(1, base.role, base.read_rate_hz, port=proxy.port) for proxy in proxies.items
+        ClientGroup(1, base.role, base.read_rate_hz, port=proxy.port, host=proxy.host)
+        for proxy in proxies.items
     )
 
 
@@ -189,7 +195,7 @@ async def run_rounds(ctx: RunContext, pace: FaultPace, rounds: int, inject: Inje
     for ``settle_s``, ``inject`` a fault and wait (bounded) for data to flow again."""
     windows: list[FaultWindow] = []
     recovered = 0
-    async with ctx.server(pace.rate_hz) as server, Proxies(server.port, 1) as proxies:
+    async with ctx.server(pace.rate_hz) as server, Proxies(ctx, server, 1) as proxies:
         proxy = proxies.items[0]
         job = ctx.job(server.port, proxied_groups(proxies), keep_samples=True, keep_latencies=False)
         async with ctx.clients(job) as worker:
@@ -253,7 +259,9 @@ class FaultScenario:
             )
         present = [
             name
-            for name in ("restart", "reset", "blackhole")
+            for name in (
+                "restart", "reset", "blackhole", "blackhole-kernel", "reset-kernel", "link-down"
+            )
             if any(r.scenario == name for r in results.records)
         ]
         if present and present[-1] == self.name:

@@ -100,6 +100,22 @@ def _listing(mapping: Mapping[str, object]) -> str:
     return ", ".join(f"{k} {_value(v)}" for k, v in _flatten(mapping).items())
 
 
+def network_lines(results: Results) -> list[str]:
+    """The network paths the run used: loopback, or emulated paths as measured at the start
+    (what the path really did, against its nominal conditions)."""
+    lines = ["### Network paths", ""]
+    names = sorted({str(r.params.get("network", "loopback")) for r in results.records})
+    for name in names or ["loopback"]:
+        measured = results.environment.networks.get(name)
+        if measured is None:
+            lines.append(f"- {name}: 127.0.0.1 in the harness's own namespace, no conditions"
+                         if name == "loopback" else f"- {name}: not measured")  # fmt: skip
+            continue
+        verdict = "" if measured.ok else " — **outside its tolerances: read its figures with care**"
+        lines.append(f"- {name} ({measured.nominal}): measured {measured.measured}{verdict}")
+    return lines
+
+
 def conditions_section(results: Results) -> str:
     """``## Conditions``: machine, software, invocation, settings table, knobs, conditions."""
     env = results.environment
@@ -129,7 +145,7 @@ def conditions_section(results: Results) -> str:
     if env.scenarios:
         lines.append(f"- Scenarios: {', '.join(env.scenarios)}")
     if env.seeds:
-        lines.append(f"- Source seeds (one per repeat): {', '.join(map(str, env.seeds))}")
+        lines.append(f"- Source seed: {', '.join(map(str, env.seeds))} (the same in every repeat)")
     lines += [
         "",
         "### Settings each transport ran with",
@@ -139,6 +155,7 @@ def conditions_section(results: Results) -> str:
         "",
         settings_table(results),
     ]
+    lines += ["", *network_lines(results)]
     if env.knobs:
         lines += ["", "### Scenario knobs (this profile)", ""]
         lines += [f"- {name}: {_listing(_decode_object(raw))}" for name, raw in env.knobs.items()]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from experiments.report.conditions import cite_section, conditions_section
+from experiments.report.networks import cross_network_section
 from experiments.report.rows import REFERENCE
 from experiments.report.tables import scenario_table
 from experiments.results import Results, load_results
@@ -33,7 +34,7 @@ __all__ = ["main", "render", "write_report"]
 def _registry() -> Mapping[str, Scenario]:
     # Imported when a report is written, not with this module: scenarios import the report
     # (their sections), so a module-level import would be a cycle.
-    from experiments.scenarios import SCENARIOS
+    from experiments.scenarios.registry import SCENARIOS
 
     return SCENARIOS
 
@@ -76,6 +77,9 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
         )
         if scenario is not None:
             parts += ["\n" + text for text in scenario.sections(results, out_dir) if text]
+    across = cross_network_section(results)
+    if across:
+        parts += ["", across]
     parts += ["", conditions_section(results), "", cite_section(results), ""]
     return "\n".join(parts)
 

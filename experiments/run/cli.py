@@ -24,6 +24,16 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from experiments.network import (
+    PROFILES as NETWORKS,
+)
+from experiments.network import (
+    NetworkError,
+    NetworkPath,
+    measure,
+    parse_profiles,
+    require_network,
+)
 from experiments.report.markdown import write_report
 from experiments.report.summary import scenario_line, summary_table
 from experiments.results import (
@@ -31,6 +41,7 @@ from experiments.results import (
     Record,
     Results,
     environment,
+    network_conditions,
     now_iso,
     results_dir,
     write_results,
@@ -39,8 +50,8 @@ from experiments.run.processes import kill_all, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
 from experiments.run.runner import Progress as RunProgress
 from experiments.run.runner import run_suite, scenario_repeats
-from experiments.scenarios import SCENARIOS, Scenario, UnknownScenario
-from experiments.scenarios import get as get_scenario
+from experiments.scenarios.registry import SCENARIOS, Scenario, UnknownScenario
+from experiments.scenarios.registry import get as get_scenario
 from experiments.worker.process import PRESPAWN, discard_spare
 from transports.registry import TRANSPORTS, UnknownTransport
 from transports.registry import get as get_transport
@@ -75,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=_names, help=f"comma-separated; of {', '.join(SCENARIOS)}")
     p.add_argument("--repeat", type=int, help="repeats (default: the profile's)")
     p.add_argument("--out", type=Path, help="output directory (default: results/<UTC time>/)")
+    p.add_argument(
+        "--network",
+        default="loopback",
+        help=f"comma-separated network profiles; of {', '.join(NETWORKS)} (default: loopback)",
+    )
     return p
 
 
@@ -136,22 +152,31 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     results = Results(
         schema=SCHEMA, created=now_iso(), profile=profile.name, environment=env, settings=settings
     )
+    networks = parse_profiles(args.network)
     started = time.monotonic()
     steps = sum(scenario_repeats(s, repeats, fault_repeats) for s in scenarios) * len(transports)
-    with _display(console, steps) as hooks:
+    with _display(console, steps * len(networks)) as hooks:
         PRESPAWN["enabled"] = True
         try:
-            results.records = await run_suite(
-                profile,
-                transports,
-                scenarios,
-                repeats,
-                settings,
-                out,
-                hooks,
-                seed=SEED,
-                fault_repeats=fault_repeats,
-            )
+            for network in networks:
+                async with NetworkPath(network) as net:
+                    if net.namespaced:
+                        # What the path really does, measured before anything runs on it.
+                        props = await measure(net)
+                        env.networks[network.name] = network_conditions(props)
+                        console.print(props.line(), soft_wrap=True, highlight=False)
+                    results.records += await run_suite(
+                        profile,
+                        transports,
+                        scenarios,
+                        repeats,
+                        settings,
+                        out,
+                        hooks,
+                        seed=SEED,
+                        fault_repeats=fault_repeats,
+                        network=net if net.namespaced else None,
+                    )
         finally:
             await settle_teardowns()
             await discard_spare()
@@ -206,11 +231,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             get_transport(name)
         for name in args.scenarios or ():
             get_scenario(name)
-    except (UnknownTransport, UnknownScenario) as exc:
-        print(f"{PROG}: error: {exc.args[0]}", file=sys.stderr)
+        if any(p.namespaces for p in parse_profiles(args.network)):
+            require_network()  # asked for an emulated path: never fall back to loopback
+    except (UnknownTransport, UnknownScenario, NetworkError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(_run(args, err))
+    except NetworkError as exc:  # a path that could not be built or torn down
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; every server and client stopped", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -14,11 +14,17 @@ A scenario's ``run(ctx)`` uses:
   (transport, scenario and repeat filled in);
 - ``ctx.note(text)`` to show what is happening in the progress display;
 - ``ctx.baselines``: baseline results of this run, so a pusher shared by several transports
-  runs once per repeat.
+  runs once per repeat;
+- ``ctx.network``: the emulated network path the run is on (None: loopback in this
+  namespace). Servers start in its server namespace, workers in its first client
+  namespace, fault proxies make their sockets there, and every record's params say which
+  network (and the other dimensions) it ran under.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -27,8 +33,9 @@ from typing import Any
 
 import msgspec
 
+from experiments.network import NetworkPath
 from experiments.results import FaultTrace, Observation, Record, Scalar
-from experiments.run.processes import ServerPool, ServerProcess
+from experiments.run.processes import LOOPBACK, Placement, ServerPool, ServerProcess
 from experiments.run.profiles import Profile
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult
@@ -51,11 +58,57 @@ class RunContext:
     seed: int
     out_dir: Path
     #: Results shared across the run's transports (e.g. a baseline pusher per repeat).
-    baselines: dict[tuple[str, int], Any] = field(default_factory=dict)
+    baselines: dict[tuple[str, str, int], Any] = field(default_factory=dict)
     note: Callable[[str], None] = lambda text: None
     p: float = P
     #: Servers kept across this transport's repeats (None: each ``server()`` is fresh).
     servers: ServerPool | None = None
+    #: The emulated network path (None: loopback in this namespace).
+    network: NetworkPath | None = None
+
+    @property
+    def network_name(self) -> str:
+        return "loopback" if self.network is None else self.network.profile.name
+
+    @property
+    def place(self) -> Placement:
+        """Where servers and clients run: here, or the emulated path's namespaces."""
+        path = self.network
+        if path is None or not path.namespaced:
+            return LOOPBACK
+        client_ns = path.client_ns[0]
+
+        async def connect(
+            host: str, port: int
+        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await path.open_connection(client_ns, host, port)
+
+        return Placement(
+            host=path.server_addr,
+            server_prefix=tuple(path.exec_prefix(path.server_ns)),
+            client_prefix=tuple(path.exec_prefix(client_ns)),
+            connect=connect,
+            server_netns=path.server_ns,
+        )
+
+    @property
+    def dimensions(self) -> dict[str, Scalar]:
+        """What every record says it ran under (the report groups by any of them)."""
+        return {
+            "network": self.network_name,
+            "via": "direct",
+            "security": "plain",
+            "client_kind": "python",
+            "loop": "asyncio",
+        }
+
+    def client_sockets(self) -> Callable[[], socket.socket] | None:
+        """Sockets of the (first) client namespace, for fault proxies; None on loopback."""
+        path = self.network
+        if path is None or not path.namespaced:
+            return None
+        ns = path.client_ns[0]
+        return lambda: path.socket(ns)
 
     @property
     def effective_settings(self) -> Settings:
@@ -69,8 +122,13 @@ class RunContext:
         this transport's repeats when the runner keeps servers (and ``keep``), else a fresh
         process stopped at the end of the block."""
 
+        place = self.place
+
         def make() -> ServerProcess:
             kwargs.setdefault("ready_timeout_s", self.profile.ready_timeout_s)
+            kwargs.setdefault("host", place.host)
+            kwargs.setdefault("exec_prefix", place.server_prefix)
+            kwargs.setdefault("connect", place.connect)
             return ServerProcess(
                 self.transport.name,
                 rate_hz=rate_hz,
@@ -86,11 +144,15 @@ class RunContext:
         return self.servers.use((rate_hz, tuple(sorted(kwargs.items()))), make)
 
     def job(
-        self, port: int, groups: tuple[ClientGroup, ...], host: str = "127.0.0.1", **kwargs: Any
+        self, port: int, groups: tuple[ClientGroup, ...], host: str | None = None, **kwargs: Any
     ) -> ClientJob:
+        """A job for this transport's clients; ``host`` defaults to the server's address
+        (a group with its own host and port reaches a fault proxy instead)."""
+        place = self.place
+        kwargs.setdefault("server_netns", place.server_netns)
         return ClientJob(
             transport=self.transport.name,
-            host=host,
+            host=host or place.host,
             port=port,
             groups=groups,
             settings=self.settings,
@@ -101,6 +163,8 @@ class RunContext:
         )
 
     def clients(self, job: ClientJob, **kwargs: Any) -> ClientProcess:
+        """A worker process for ``job``, in the client namespace on an emulated path."""
+        kwargs.setdefault("exec_prefix", self.place.client_prefix)
         return ClientProcess(job, **kwargs)
 
     async def run_worker(
@@ -133,7 +197,7 @@ class RunContext:
             transport=self.transport.name,
             scenario=self.scenario,
             repeat=self.repeat,
-            params=dict(params),
+            params={**self.dimensions, **params},
             metrics=dict(metrics),
             latency=dict(latency or {}),
             observations=observations or [],

@@ -26,8 +26,9 @@ import contextlib
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
 
@@ -40,7 +41,10 @@ from transports.settings import Settings
 
 __all__ = [
     "LIVE",
+    "LOOPBACK",
+    "Connector",
     "HarnessError",
+    "Placement",
     "ServerPool",
     "ServerProcess",
     "kill_all",
@@ -49,6 +53,10 @@ __all__ = [
     "settle_teardowns",
     "tail",
 ]
+
+#: Opens a TCP connection to (host, port): ``asyncio.open_connection`` or one from inside a
+#: network namespace.
+Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 #: Every child process still running, by pid.
 LIVE: dict[int, asyncio.subprocess.Process] = {}
@@ -112,6 +120,24 @@ def tail(log: IO[bytes], limit: int = 2000) -> str:
     return log.read().decode(errors="replace")[-limit:].strip()
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a run's processes go: on loopback, here; on an emulated network path, the
+    server in the server's namespace and clients in a client's namespace."""
+
+    #: The address clients reach the server at.
+    host: str = "127.0.0.1"
+    server_prefix: tuple[str, ...] = ()
+    client_prefix: tuple[str, ...] = ()
+    #: How a readiness probe connects (from the clients' side of the path).
+    connect: Connector | None = None
+    #: The server's namespace (None: this one), where its sockets' counters are read.
+    server_netns: str | None = None
+
+
+LOOPBACK = Placement()
+
+
 class ServerProcess:
     """One transport server started through ``python -m transports serve``."""
 
@@ -131,6 +157,8 @@ class ServerProcess:
         # lingers (a graceful shutdown waiting on a dead peer) is not worth waiting 5 s for.
         stop_timeout_s: float = 2.0,
         extra_args: Sequence[str] = (),
+        exec_prefix: Sequence[str] = (),
+        connect: Connector | None = None,
     ) -> None:
         self.transport, self.rate_hz, self.settings = transport, rate_hz, settings
         self.options = options
@@ -138,6 +166,10 @@ class ServerProcess:
         self.port = port
         self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
         self.extra_args = tuple(extra_args)
+        #: Runs the server elsewhere (``ip netns exec NS``): empty for this namespace.
+        self.exec_prefix = tuple(exec_prefix)
+        #: How the readiness probe connects (from a client's namespace on an emulated path).
+        self.connect: Connector = connect or asyncio.open_connection
         self.epoch: str | None = None
         self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -147,6 +179,7 @@ class ServerProcess:
     @property
     def argv(self) -> list[str]:
         return [
+            *self.exec_prefix,
             sys.executable,
             "-m",
             "transports",
@@ -234,7 +267,7 @@ class ServerProcess:
         # on refusal (bounded by the caller's ready timeout).
         while True:
             try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
+                _, writer = await self.connect(self.host, self.port)
             except ConnectionRefusedError:
                 await asyncio.sleep(0.01)
                 continue

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.network import NetworkPath
 from experiments.results import Record
 from experiments.run.context import RunContext
 from experiments.run.processes import HarnessError, ServerPool
 from experiments.run.profiles import Profile
-from experiments.scenarios import Scenario
+from experiments.scenarios.scenario import Scenario
 from model.errors import StreamError
 from transports.contract import Transport
 from transports.settings import Settings
@@ -67,10 +68,11 @@ async def run_suite(
     progress: Progress | None = None,
     seed: int = 1,
     fault_repeats: int | None = None,
+    network: NetworkPath | None = None,
 ) -> list[Record]:
     """Every record of the run, in the order measured."""
     progress = progress or Progress()
-    baselines: dict[tuple[str, int], Any] = {}
+    baselines: dict[tuple[str, str, int], Any] = {}
     records: list[Record] = []
 
     async def one(
@@ -88,6 +90,7 @@ async def run_suite(
             baselines=baselines,
             note=progress.note,
             servers=servers,
+            network=network,
         )
         started = time.monotonic()
         try:
@@ -126,6 +129,8 @@ async def run_suite(
                         )
                         records.extend(await one(scenario, transport, repeat, servers))
         progress.scenario_done(scenario, [r for r in records if r.scenario == scenario.name])
+        if network is not None:
+            network.check()  # a path whose delay line died would make every figure wrong
     _stop_if_cancelled()
     return records
 

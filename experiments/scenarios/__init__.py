@@ -1,48 +1,10 @@
-"""The scenario registry: name -> scenario (the contract is in :mod:`.scenario`).
+"""Scenarios: one module each (its run, knobs, table columns and report sections).
 
-To add one: a module ``experiments/scenarios/<name>.py`` defining the scenario object (its run,
-knobs, columns and report sections), and one entry in the tuple below. The runner, the CLI
-(``--scenarios``), the progress display and the report pick it up.
+The contract is in :mod:`.scenario`, the one delivery judgement in :mod:`.delivery`, and the
+list of scenarios in :mod:`.registry` (importing this package imports none of them, so the
+shared fault machinery can use the contract without a cycle).
 """
 
 from __future__ import annotations
 
-from experiments.scenarios.bad_input import BAD_INPUT
-from experiments.scenarios.blackhole import BLACKHOLE
-from experiments.scenarios.complexity import COMPLEXITY
-from experiments.scenarios.fanout import FANOUT
-from experiments.scenarios.latency import LATENCY
-from experiments.scenarios.reset import RESET
-from experiments.scenarios.restart import RESTART
-from experiments.scenarios.scenario import Scenario
-from experiments.scenarios.slow_consumer import SLOW_CONSUMER
-from experiments.scenarios.throughput import THROUGHPUT
-
-__all__ = ["SCENARIOS", "Scenario", "UnknownScenario", "get"]
-
-SCENARIOS: dict[str, Scenario] = {
-    s.name: s
-    for s in (
-        LATENCY,
-        THROUGHPUT,
-        FANOUT,
-        COMPLEXITY,
-        RESTART,
-        RESET,
-        BLACKHOLE,
-        SLOW_CONSUMER,
-        BAD_INPUT,
-    )
-}
-
-
-class UnknownScenario(LookupError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-
-
-def get(name: str) -> Scenario:
-    try:
-        return SCENARIOS[name]
-    except KeyError:
-        raise UnknownScenario(name) from None
+__all__: list[str] = []

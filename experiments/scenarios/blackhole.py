@@ -93,7 +93,7 @@ class Blackhole(FaultScenario):
         windows: list[list[FaultWindow]] = [[] for _ in range(k.connections)]
         recovered = 0
         async with ctx.server(k.pace.rate_hz) as server, Proxies(
-            server.port, k.connections
+            ctx, server, k.connections
         ) as proxies:
             job = ctx.job(
                 server.port, proxied_groups(proxies), keep_samples=True, keep_latencies=False

@@ -16,7 +16,7 @@ A scenario object has
   judged by :mod:`experiments.scenarios.delivery` before any timing is reported;
 - ``sections(results, out_dir) -> list[str]``: markdown (plots included) after its table.
 
-Adding a scenario is one module and one line in :mod:`experiments.scenarios`.
+Adding a scenario is one module and one line in :mod:`experiments.scenarios.registry`.
 """
 
 from __future__ import annotations

@@ -137,14 +137,14 @@ class SlowConsumer:
             ctx.note("slow and stopped consumers")
             rss_before = server.rss()
             phase2_from = time.monotonic() - origin
-            async with Proxies(server.port, 1) as proxies:
+            async with Proxies(ctx, server, 1) as proxies:
                 stopped_via = proxies.items[0]
                 job = ctx.job(
                     server.port,
                     (
                         ClientGroup(1),
                         ClientGroup(1, "slow", slow_rate),
-                        ClientGroup(1, "stopped", port=stopped_via.port),
+                        ClientGroup(1, "stopped", port=stopped_via.port, host=stopped_via.host),
                     ),
                     warmup_s=0.3,
                     duration_s=k.phase_s,

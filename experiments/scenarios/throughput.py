@@ -106,7 +106,7 @@ class Throughput:
     async def _baseline(ctx: RunContext, k: ThroughputKnobs) -> BaselineResult:
         """The transport's baseline pusher in this repeat (measured once per repeat)."""
         pusher = baseline_of(ctx.transport)
-        key = (pusher.name, ctx.repeat)
+        key = (pusher.name, ctx.network_name, ctx.repeat)
         if key not in ctx.baselines:
             ctx.note(f"baseline {pusher.name}")
             await settle_teardowns()  # the transport's server is gone before the pusher runs
@@ -117,6 +117,7 @@ class Throughput:
                 warmup_s=k.warmup_s,
                 duration_s=k.duration_s,
                 ready_timeout_s=ctx.profile.ready_timeout_s,
+                place=ctx.place,
             )
         result: BaselineResult = ctx.baselines[key]
         return result

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO
 
@@ -48,9 +49,10 @@ PRESPAWN = {"enabled": False}
 _SPARE_LOGS: dict[int, tuple[str, IO[bytes]]] = {}
 
 
-async def _spawn_worker(log_path: str) -> asyncio.subprocess.Process:
+async def _spawn_worker(log_path: str, prefix: Sequence[str] = ()) -> asyncio.subprocess.Process:
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
+            *prefix,
             sys.executable,
             "-m",
             "experiments.worker",
@@ -120,8 +122,16 @@ async def discard_spare() -> None:
 class ClientProcess:
     """One ``experiments.worker`` process running a :class:`ClientJob`."""
 
-    def __init__(self, job: ClientJob, *, ready_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        job: ClientJob,
+        *,
+        ready_timeout_s: float | None = None,
+        exec_prefix: Sequence[str] = (),
+    ) -> None:
         self.job = job
+        #: Runs the worker elsewhere (``ip netns exec NS``); such a worker is never the spare.
+        self.exec_prefix = tuple(exec_prefix)
         self.ready_timeout_s = (
             job.connect_timeout_s + 20.0 if ready_timeout_s is None else ready_timeout_s
         )
@@ -139,7 +149,12 @@ class ClientProcess:
     async def start(self) -> None:
         await settle_teardowns()  # nothing shuts down beside a measurement
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
-        proc = await _take_spare(self._log)
+        if self.exec_prefix:
+            path = _new_log_path()
+            proc = await _spawn_worker(path, self.exec_prefix)
+            _SPARE_LOGS[proc.pid] = (path, self._log)
+        else:
+            proc = await _take_spare(self._log)
         self._proc = proc
         LIVE[proc.pid] = proc
         assert proc.stdin is not None
