@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from experiments.baselines.process import BaselineResult
 from experiments.network import NetworkPath
 from experiments.results import FaultTrace, Observation, Record, Scalar
 from experiments.run.processes import LOOPBACK, Placement, ServerPool, ServerProcess
@@ -58,7 +59,7 @@ class RunContext:
     seed: int
     out_dir: Path
     #: Results shared across the run's transports (e.g. a baseline pusher per repeat).
-    baselines: dict[tuple[str, str, int], Any] = field(default_factory=dict)
+    baselines: dict[tuple[str, str, int], BaselineResult] = field(default_factory=dict)
     note: Callable[[str], None] = lambda text: None
     p: float = P
     #: Servers kept across this transport's repeats (None: each ``server()`` is fresh).

@@ -23,8 +23,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from experiments.baselines.process import BaselineResult
 from experiments.network import NetworkPath
 from experiments.results import Record
 from experiments.run.context import RunContext
@@ -72,7 +72,7 @@ async def run_suite(
 ) -> list[Record]:
     """Every record of the run, in the order measured."""
     progress = progress or Progress()
-    baselines: dict[tuple[str, str, int], Any] = {}
+    baselines: dict[tuple[str, str, int], BaselineResult] = {}
     records: list[Record] = []
 
     async def one(

@@ -119,8 +119,7 @@ class Throughput:
                 ready_timeout_s=ctx.profile.ready_timeout_s,
                 place=ctx.place,
             )
-        result: BaselineResult = ctx.baselines[key]
-        return result
+        return ctx.baselines[key]
 
     def sections(self, results: Results, out_dir: Path) -> list[str]:
         return []
