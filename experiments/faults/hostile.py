@@ -3,9 +3,10 @@
 A transport declares its family on its registry record (``Transport.bad_input_family``):
 ``websocket``, ``http-stream``, ``http-poll`` or ``tcp``. :data:`CASES` is the one table of
 bad inputs keyed by family (a test checks every family has its cases); every family also gets
-the common cases. Payload builders and :func:`describe_answer` are pure, so they are tested
-without sockets; :func:`answer`, :func:`idle_burst`, :func:`slowloris`, :func:`non_readers`
-and :func:`server_alive` are the peers themselves, on real sockets. :func:`request_head`
+the common cases. Payload builders, :func:`describe_answer` and :func:`is_refusal` are pure, so
+they are tested without sockets; :func:`answer`, :func:`idle_burst`, :func:`open_idle`,
+:func:`slowloris`, :func:`non_readers`, :func:`subscribers` and :func:`server_alive` are the
+peers themselves, on real sockets. :func:`request_head`
 is each family's well-formed opening (the upgrade, ``GET /events``, a poll, the hello), which
 the slow and the stuck peers send.
 """
@@ -34,10 +35,13 @@ __all__ = [
     "describe_answer",
     "endless_head",
     "idle_burst",
+    "is_refusal",
     "non_readers",
+    "open_idle",
     "request_head",
     "server_alive",
     "slowloris",
+    "subscribers",
     "upgrade",
 ]
 
@@ -198,6 +202,15 @@ def describe_answer(data: bytes, ending: str) -> str:
     return ending
 
 
+def is_refusal(described: str) -> bool:
+    """Whether a :func:`describe_answer` text is a clear "server full": a 503 status, a close
+    1013, or the tcp error line (each says ``server full``)."""
+    status = described.split(";", 1)[0].split(" ")
+    return (status[0].startswith("HTTP/") and status[1:2] == ["503"]) or (
+        "server full" in described
+    )
+
+
 _READ_LIMIT = 1 << 16
 
 
@@ -328,3 +341,49 @@ async def idle_burst(target: Target, count: int, hold_s: float) -> str:
         f"{len(opened)} opened ({refused} refused), held {hold_s:g} s, "
         f"{closed_by_server} closed by the server meanwhile"
     )
+
+
+async def open_idle(
+    target: Target, count: int, timeout_s: float
+) -> tuple[list[asyncio.StreamWriter], int]:
+    """``count`` connections that send nothing, left open: the writers (the caller closes
+    them) and how many could not connect within ``timeout_s``."""
+    opened: list[asyncio.StreamWriter] = []
+    failed = 0
+    for _ in range(count):
+        try:
+            opened.append(
+                (
+                    await asyncio.wait_for(
+                        asyncio.open_connection(target.host, target.port), timeout_s
+                    )
+                )[1]
+            )
+        except (OSError, TimeoutError):
+            failed += 1
+    return opened, failed
+
+
+async def subscribers(
+    target: Target, head: bytes, count: int, timeout_s: float
+) -> list[asyncio.StreamWriter]:
+    """``count`` peers that send ``head`` (subscribe) and wait for the server's first bytes
+    (so each is in before the caller goes on), then read no more. The caller closes them."""
+
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.port), timeout_s
+        )
+        writer.write(head)
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(reader.read(1), timeout_s)
+        return writer
+
+    got = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    peers = [w for w in got if isinstance(w, asyncio.StreamWriter)]
+    failure = next((e for e in got if isinstance(e, BaseException)), None)
+    if failure is not None and not isinstance(failure, OSError | TimeoutError):
+        for writer in peers:
+            writer.close()
+        raise failure
+    return peers

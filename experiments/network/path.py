@@ -421,6 +421,34 @@ class NetworkPath:
                 self._nft(nftables.delete_addresses(table, nftables.RESETTING, addresses))
             )
 
+    async def loss_burst(self, client: int, per_mille: int, hold_s: float) -> None:
+        """Drop ``per_mille``/1000 of ``client``'s packets each way for ``hold_s``, on top of
+        the profile's loss, then stop (the soak's loss bursts).
+
+        A base chain of the burst's own (``burst<i>``, on the forward hook): adding and
+        deleting it touches neither the loss chain nor another client's burst. Matched as
+        the packet enters the router, so one that crosses the forward hook twice (out of a
+        delay line) is drawn once."""
+        if not 0 < per_mille <= 1000:
+            raise PathError(f"loss per mille must be in 1..1000, got {per_mille}")
+        (i,) = self._targets(client)
+        L = self.layout
+        table, chain, addr = L.nft_table, f"burst{i}", L.client_addr[i]
+        drop = f"numgen random mod 1000 < {per_mille} counter drop"
+        await self._nft(
+            f"add chain inet {table} {chain}"
+            " { type filter hook forward priority filter; policy accept; }\n"
+            f'add rule inet {table} {chain} iifname "{L.bridge}" ip saddr {addr} {drop}\n'
+            f'add rule inet {table} {chain} iifname "{L.router_server_if}" ip daddr {addr} {drop}\n'
+        )
+        try:
+            await asyncio.sleep(hold_s)
+        finally:
+            # Shielded: a cancelled burst must not leave the path lossy for good.
+            await asyncio.shield(
+                self._nft(f"flush chain inet {table} {chain}\ndelete chain inet {table} {chain}\n")
+            )
+
     async def link_down(self, client: int | None = None) -> None:
         """Take the router's end of ``client``'s veth down: the client's link loses carrier
         and packets both ways vanish; addresses and routes stay, as with a pulled cable."""

@@ -1,7 +1,9 @@
 """``python -m experiments``: run the comparison and write results.json, report.md, plots.
 
-``python -m experiments [--profile quick|default|full] [--transports a,b] [--scenarios x,y]
-[--repeat N] [--out DIR]`` — transports and scenarios default to every registered one.
+``python -m experiments [--profile quick|default|full|soak] [--transports a,b] [--scenarios x,y]
+[--repeat N] [--out DIR] [--duration MINUTES]`` — transports default to every registered one,
+scenarios to every registered one but the opt-in soak; ``--profile soak`` runs the soak alone,
+over every transport that resumes, for ``--duration`` minutes (default 30).
 A bad argument or an unknown name is one line on stderr and exit code 2; Ctrl-C tears every
 process down and exits with 130. A rich progress bar shows what runs; a summary table
 follows (when the output is not a terminal, one plain line per finished scenario instead of
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import sys
 import time
@@ -47,7 +50,7 @@ from experiments.results import (
     write_results,
 )
 from experiments.run.processes import kill_all, settle_teardowns
-from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
+from experiments.run.profiles import EXPERIMENT_SETTINGS, OPT_IN, PROFILES, Profile
 from experiments.run.runner import Progress as RunProgress
 from experiments.run.runner import run_suite, scenario_repeats
 from experiments.scenarios.registry import SCENARIOS, Scenario, UnknownScenario
@@ -86,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=_names, help=f"comma-separated; of {', '.join(SCENARIOS)}")
     p.add_argument("--repeat", type=int, help="repeats (default: the profile's)")
     p.add_argument("--out", type=Path, help="output directory (default: results/<UTC time>/)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="MINUTES",
+        help="how long the soak runs (default: 30 under --profile soak)",
+    )
     p.add_argument(
         "--network",
         default="loopback",
@@ -126,10 +135,50 @@ def _display(console: Console, steps: int) -> Iterator[RunProgress]:
         )
 
 
-async def _run(args: argparse.Namespace, console: Console) -> int:
+def _profile(args: argparse.Namespace) -> Profile:
     profile = PROFILES[args.profile]
-    transports = [get_transport(n) for n in (args.transports or list(TRANSPORTS))]
-    scenarios = [get_scenario(n) for n in (args.scenarios or list(SCENARIOS))]
+    if args.duration is None:
+        return profile
+    return dataclasses.replace(profile, duration_min=args.duration)
+
+
+def _transport_names(profile: Profile) -> list[str]:
+    """Every transport, or every one that resumes when the profile judges resumption."""
+    return [n for n, t in TRANSPORTS.items() if t.features.resume or not profile.resuming_only]
+
+
+def _scenario_names(args: argparse.Namespace) -> list[str]:
+    """``--scenarios``, else the profile's own, else every scenario but the opt-in ones."""
+    profile = PROFILES[args.profile]
+    if args.scenarios:
+        return list(args.scenarios)
+    if profile.scenarios:
+        return list(profile.scenarios)
+    return [name for name in SCENARIOS if name not in OPT_IN]
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the profile, scenarios and duration together (None: nothing)."""
+    profile = PROFILES[args.profile]
+    names = _scenario_names(args)
+    others = [n for n in names if n not in profile.scenarios]
+    if profile.scenarios and others:
+        return (
+            f"--profile {profile.name} runs only {', '.join(profile.scenarios)}, "
+            f"not {', '.join(others)}"
+        )
+    if args.duration is not None:
+        if not args.duration > 0:  # also NaN
+            return f"--duration must be > 0 minutes, got {args.duration}"
+        if "soak" not in names:
+            return "--duration sets the soak's length: use it with --profile soak"
+    return None
+
+
+async def _run(args: argparse.Namespace, console: Console) -> int:
+    profile = _profile(args)
+    transports = [get_transport(n) for n in (args.transports or _transport_names(profile))]
+    scenarios = [get_scenario(n) for n in _scenario_names(args)]
     repeats = profile.repeats if args.repeat is None else args.repeat
     # --repeat N repeats the faults too; otherwise the profile says (one run of the fault
     # scenarios injects many faults).
@@ -147,7 +196,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     env.seeds = [SEED]
     env.scenario_docs = {s.name: inspect.getdoc(s) or "" for s in scenarios}
     env.knobs = {
-        s.name: msgspec.Raw(msgspec.json.encode(s.knobs[profile.name])) for s in scenarios
+        s.name: msgspec.Raw(msgspec.json.encode(s.knobs[profile.knob_set])) for s in scenarios
     }
     results = Results(
         schema=SCHEMA, created=now_iso(), profile=profile.name, environment=env, settings=settings
@@ -225,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.repeat is not None and args.repeat < 1:
         print(f"{PROG}: error: --repeat must be >= 1, got {args.repeat}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = _usage_problem(args)
+    if problem is not None:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
         for name in args.transports or ():

@@ -4,7 +4,9 @@
 --settings-json DOC --ready-json`` as a user would, the settings and the transport's options as
 one JSON document. It is ready when it has announced itself (one JSON line: transport, host,
 port, epoch, pid; :mod:`transports.announce`) *and* a TCP connect to that port succeeds (never
-a sleep). It exposes ``pid``, ``port``, ``epoch``, :meth:`cpu_s` and :meth:`rss`;
+a sleep). It exposes ``pid``, ``port``, ``epoch``, :meth:`cpu_s`, :meth:`rss` and what it
+wrote to stderr (:meth:`stderr_bytes`, :meth:`stderr_since`); ``nofile`` starts it with that
+soft and hard ``RLIMIT_NOFILE`` (so ``serve`` cannot raise it);
 :meth:`kill` (SIGKILL, for the restart fault) and :meth:`start` again on the same port (a new
 epoch); :meth:`stop` sends SIGTERM, waits, then SIGKILLs. As an async context manager it is
 always torn down, on exceptions and on Ctrl-C/cancellation too.
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import signal
 import sys
 import tempfile
@@ -159,8 +163,11 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         exec_prefix: Sequence[str] = (),
         connect: Connector | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.transport, self.rate_hz, self.settings = transport, rate_hz, settings
+        #: The server's soft and hard ``RLIMIT_NOFILE`` (None: this process's own limits).
+        self.nofile = nofile
         self.options = options
         self.seed, self.p, self.host = seed, p, host
         self.port = port
@@ -224,6 +231,7 @@ class ServerProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
+            preexec_fn=None if self.nofile is None else self._limit_files,
         )
         self._proc = proc
         LIVE[proc.pid] = proc
@@ -275,6 +283,20 @@ class ServerProcess:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             return
+
+    def _limit_files(self) -> None:
+        # In the child, before exec: soft and hard, so ``serve`` cannot raise it again.
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def stderr_bytes(self) -> int:
+        """Bytes the server has written to its stderr so far."""
+        return 0 if self._log is None else os.fstat(self._log.fileno()).st_size
+
+    def stderr_since(self, offset: int, limit: int = 1 << 20) -> bytes:
+        """Up to ``limit`` bytes of stderr from ``offset`` (pread: the server's file offset,
+        which it shares with ours, stays where it is)."""
+        return b"" if self._log is None else os.pread(self._log.fileno(), limit, offset)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the server has used so far."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from experiments.faults.hostile import (
     Target,
@@ -17,10 +19,13 @@ from experiments.faults.hostile import (
     cases_for,
     endless_head,
     idle_burst,
+    is_refusal,
     non_readers,
+    open_idle,
     request_head,
     server_alive,
     slowloris,
+    subscribers,
     target_of,
 )
 from experiments.faults.rounds import PACE, FaultPace
@@ -30,13 +35,44 @@ from experiments.run.processes import ServerProcess
 from experiments.scenarios.delivery import Expect, judge
 from experiments.scenarios.scenario import Column, Kind
 from experiments.worker.schema import ClientGroup, ClientOutcome, Disconnected
-from transports.contract import BadInputFamily
+from model.errors import StreamError
+from transports.contract import BadInputFamily, Transport
+from transports.limits import raise_fd_limit
+from transports.settings import Settings
 
 __all__ = ["BAD_INPUT", "Answer", "BadInput", "BadInputKnobs"]
 
 #: Samples must reach the normal client within this long after a case for it to count as
 #: unaffected (at the fault rate several arrive in that time).
 UNAFFECTED_SLACK_S = 0.5
+#: The header timeout of the servers the limit and fd cases run on: long enough that the
+#: idle sockets stay for the whole case (the experiments' 2 s would clear them midway).
+OWN_HEADER_TIMEOUT_S = 30.0
+#: The per-case figures of the cases on their own servers (None: the case did not get there).
+OWN_FIGURES = (
+    "limit_idle_newcomer_refused",
+    "limit_newcomer_refused",
+    "fd_exhaustion_server_cpu_percent",
+    "fd_exhaustion_stderr_bytes",
+    "fd_exhaustion_log_lines",
+    "fd_exhaustion_server_fds",
+    "fd_exhaustion_served_again_s",
+)
+
+#: A case on a server of its own: what the peer got, its figures, and whether the server
+#: served as it should afterwards (on top of being alive).
+OwnCase = Callable[[ServerProcess, Target], Awaitable[tuple[str, dict[str, Scalar], bool]]]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnServerCase:
+    """A case run on a server of its own, started with ``settings`` (and ``nofile``)."""
+
+    name: str
+    run: OwnCase
+    settings: Settings
+    #: The server's soft and hard ``RLIMIT_NOFILE`` (None: as this process's).
+    nofile: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +86,16 @@ class BadInputKnobs:
     non_readers: int = 100
     #: How long their pile-up is watched (server RSS sampled for its peak).
     non_reader_watch_s: float = 3.0
+    #: The connection limit of the server the "idle sockets at the limit" case runs on.
+    limit_connections: int = 64
+    #: The soft and hard ``RLIMIT_NOFILE`` of the server the "fd exhaustion" case runs on...
+    fd_limit: int = 128
+    #: ... the idle sockets opened against it (more than the limit allows)...
+    fd_idle: int = 300
+    #: ... how long its CPU is measured while it is out of descriptors...
+    fd_watch_s: float = 2.0
+    #: ... and how soon a new client must get a sample once the idle sockets are gone.
+    served_again_within_s: float = 5.0
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,12 +126,29 @@ class BadInput:
     idle connections, a newcomer among them (idle sockets must not lock it out), a request
     head dripped a byte at a time (slowloris: cut at the header timeout) and a batch of
     subscribers that never read (the server's RSS growth per peer, also reported as
-    ``non_reader_rss_bytes_per_peer``). Running out of file descriptors is left to the
-    tests: it needs a server started with a lowered ``RLIMIT_NOFILE``. After each case: did
-    the server survive (process alive, accepts a connect), and was the normal client
-    unaffected (a sample within the case's window plus 0.5 s, no disconnect then, nothing
-    lost over the run). Each bad peer's answer is recorded: status
-    line, WebSocket close code, error line, reset, or left open.
+    ``non_reader_rss_bytes_per_peer``). After each case: did the server survive (process
+    alive, accepts a connect), and was the normal client unaffected (a sample within the
+    case's window plus 0.5 s, no disconnect then, nothing lost over the run). Each bad peer's
+    answer is recorded: status line, WebSocket close code, error line, reset, or left open.
+
+    Two more cases each run on a second server of the transport, started for it with a
+    normal client of its own (the main server's client and figures stay undisturbed), and
+    a header timeout of 30 s so idle sockets stay for the whole case:
+
+    - "idle sockets at the limit": ``max_connections`` = ``limit_connections``; with the
+      normal client connected, idle sockets fill the rest of the limit and a newcomer asks
+      (a transport that counts only streams serves it, one that counts sockets refuses it);
+      then the idle sockets go, subscribers fill the limit and a newcomer past it must be
+      refused clearly (503, close 1013, an error line). Figures ``limit_idle_newcomer_refused``
+      and ``limit_newcomer_refused``.
+    - "fd exhaustion": ``RLIMIT_NOFILE`` = ``fd_limit`` (soft and hard, so ``serve`` cannot
+      raise it); with the normal client connected, ``fd_idle`` idle sockets; over
+      ``fd_watch_s`` the server's CPU % and what it wrote to stderr (the whole episode), then
+      the idle sockets close and a new client must get a sample within
+      ``served_again_within_s`` (else the server did not survive). Figures
+      ``fd_exhaustion_server_cpu_percent``, ``fd_exhaustion_stderr_bytes``,
+      ``fd_exhaustion_log_lines``, ``fd_exhaustion_server_fds`` and
+      ``fd_exhaustion_served_again_s``.
     """
 
     name = "bad-input"
@@ -103,6 +166,9 @@ class BadInput:
         Column("server_survived", "server survived"),
         Column("others_unaffected", "others unaffected"),
         Column("lost", "lost"),
+        Column("fd_exhaustion_server_cpu_percent", "CPU % out of fds"),
+        Column("fd_exhaustion_log_lines", "log lines out of fds"),
+        Column("fd_exhaustion_served_again_s", "served again s"),
     )
     headline = (
         Column("cases", "cases"),
@@ -115,6 +181,8 @@ class BadInput:
 
     async def run(self, ctx: RunContext) -> list[Record]:
         k = self.knobs[ctx.profile.name]
+        # Every transport's peers are in this process at once: take what the hard limit allows.
+        raise_fd_limit()
         timeout = k.answer_timeout_s
         family = ctx.transport.bad_input_family
         header_timeout_s = ctx.effective_settings.header_timeout_s
@@ -173,6 +241,22 @@ class BadInput:
             )
             for name, got, alive, start, end in windows
         ]
+        own_settings = ctx.effective_settings.with_changes(header_timeout_s=OWN_HEADER_TIMEOUT_S)
+        own_cases = (
+            OwnServerCase(
+                f"idle sockets at the limit ({k.limit_connections} connections)",
+                partial(_at_the_limit, family, k.limit_connections, timeout),
+                own_settings.with_changes(max_connections=k.limit_connections),
+            ),
+            OwnServerCase(
+                f"fd exhaustion (RLIMIT_NOFILE {k.fd_limit}, {k.fd_idle} idle sockets)",
+                partial(_out_of_descriptors, ctx.transport, ctx.effective_settings, k),
+                own_settings,
+                nofile=k.fd_limit,
+            ),
+        )
+        own_answers, figures, own_problems = await _on_own_servers(ctx, k, own_cases)
+        answers += own_answers
         problems = [
             f"{a.case}: " + ("server died" if not a.server_survived else "others affected")
             for a in answers
@@ -180,9 +264,11 @@ class BadInput:
         ]
         if not delivery["delivery_ok"]:
             problems.append(f"normal client: {delivery['delivery_problems']}")
+        problems += own_problems
         metrics: dict[str, Scalar] = {
             **delivery,
             "non_reader_rss_bytes_per_peer": rss_per_non_reader[0] if rss_per_non_reader else None,
+            **figures,
             "cases": len(answers),
             "server_survived": sum(a.server_survived for a in answers),
             "others_unaffected": sum(a.others_unaffected for a in answers),
@@ -196,6 +282,9 @@ class BadInput:
             "answer_timeout_s": timeout,
             "non_readers": k.non_readers,
             "header_timeout_s": header_timeout_s,
+            "limit_connections": k.limit_connections,
+            "fd_limit": k.fd_limit,
+            "fd_idle": k.fd_idle,
         }
         return [ctx.record(params, metrics, detail=answers)]
 
@@ -261,6 +350,189 @@ async def _non_readers(
         f"({per_peer / 1e3:.0f} kB per peer)"
     )
     return text, per_peer
+
+
+async def _on_own_servers(
+    ctx: RunContext, k: BadInputKnobs, cases: Sequence[OwnServerCase]
+) -> tuple[list[Answer], dict[str, Scalar], list[str]]:
+    """Each case on a server of its own, one after the other, each server with a normal
+    client of its own reading alongside (one worker holds them all): the answers, the
+    cases' figures (every key of :data:`OWN_FIGURES`) and the normal clients' problems."""
+    place = ctx.place
+    servers = [
+        ServerProcess(
+            ctx.transport.name,
+            rate_hz=k.pace.rate_hz,
+            settings=case.settings,
+            options=ctx.transport.options,
+            seed=ctx.seed,
+            p=ctx.p,
+            host=place.host,
+            exec_prefix=place.server_prefix,
+            connect=place.connect,
+            ready_timeout_s=ctx.profile.ready_timeout_s,
+            nofile=case.nofile,
+        )
+        for case in cases
+    ]
+    figures: dict[str, Scalar] = dict.fromkeys(OWN_FIGURES)
+    windows: list[tuple[str, bool, int, int]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            stack.push_async_exit(server)  # stopped on errors, else torn down in the background
+            await server.start()
+        groups = tuple(ClientGroup(1, host=s.host, port=s.port) for s in servers)
+        job = ctx.job(servers[0].port, groups, keep_samples=True, keep_latencies=False)
+        worker = await stack.enter_async_context(ctx.clients(job))
+        await worker.wait_ready()
+        for case, server in zip(cases, servers, strict=True):
+            ctx.note(case.name)
+            target = target_of(ctx.transport, server.host, server.port)
+            start = time.monotonic_ns()
+            served = False
+            try:
+                got, got_figures, served = await case.run(server, target)
+                figures.update(got_figures)
+            except (OSError, TimeoutError, psutil.Error) as exc:
+                got = f"could not connect: {exc!r}"
+            end = time.monotonic_ns()
+            alive = server.running and await server_alive(
+                server.host, server.port, k.answer_timeout_s
+            )
+            windows.append((got, alive and served, start, end))
+        await asyncio.sleep(UNAFFECTED_SLACK_S)
+        result = await worker.stop()
+    answers: list[Answer] = []
+    problems: list[str] = []
+    for case, client, (got, survived, start, end) in zip(
+        cases, result.clients, windows, strict=True
+    ):
+        unaffected = (
+            client.counts.lost == 0
+            and client.disconnects() == 0
+            and _unaffected(client, start, end)
+        )
+        answers.append(
+            Answer(
+                case=case.name, answer=got, server_survived=survived, others_unaffected=unaffected
+            )
+        )
+        delivery = judge([client], Expect(window=False))
+        if not delivery["delivery_ok"]:
+            problems.append(f"{case.name}: normal client: {delivery['delivery_problems']}")
+    return answers, figures, problems
+
+
+async def _close(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()
+    for writer in writers:
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _at_the_limit(
+    family: BadInputFamily, limit: int, timeout_s: float, server: ServerProcess, t: Target
+) -> tuple[str, dict[str, Scalar], bool]:
+    """The normal client and idle sockets at the connection limit, then a newcomer; then
+    subscribers at the limit, then a newcomer past it (which must be refused clearly)."""
+    head = request_head(family, t)
+    # The normal client holds one connection: idle sockets take the rest.
+    idle, failed = await open_idle(t, limit - 1, timeout_s)
+    try:
+        among_idle = await answer(t, head, timeout_s)
+    finally:
+        await _close(idle)
+    await asyncio.sleep(0.3)  # the server notices they went (EOF) before subscribers come
+    peers = await subscribers(t, head, limit - 1, timeout_s)
+    try:
+        past = await answer(t, head, timeout_s)
+    finally:
+        await _close(peers)
+    idle_refused, refused = is_refusal(among_idle), is_refusal(past)
+    text = (
+        f"{len(idle)} idle sockets{f' ({failed} failed)' if failed else ''} + the normal "
+        f"client: newcomer {'refused' if idle_refused else 'not refused'} ({among_idle}); "
+        f"{len(peers)} subscribers + the normal client: newcomer past the limit "
+        f"{'refused' if refused else 'NOT refused'} ({past})"
+    )
+    figures: dict[str, Scalar] = {
+        "limit_idle_newcomer_refused": idle_refused,
+        "limit_newcomer_refused": refused,
+    }
+    return text, figures, True
+
+
+async def _out_of_descriptors(
+    transport: Transport,
+    settings: Settings,
+    k: BadInputKnobs,
+    server: ServerProcess,
+    t: Target,
+) -> tuple[str, dict[str, Scalar], bool]:
+    """More idle sockets than the server has descriptors: its CPU and log meanwhile, and how
+    soon a new client gets a sample once they are gone."""
+    proc = psutil.Process(server.pid)
+    log_from = server.stderr_bytes()
+    idle, failed = await open_idle(t, k.fd_idle, k.answer_timeout_s)
+    try:
+        # Until the server holds about all it may (tcp refuses past its limit itself).
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 1.0
+        fds = proc.num_fds()
+        while fds < k.fd_limit - 8 and loop.time() < until:
+            await asyncio.sleep(0.05)
+            fds = proc.num_fds()
+        cpu_from, watch_from = server.cpu_s(), loop.time()
+        await asyncio.sleep(k.fd_watch_s)
+        cpu = 100 * (server.cpu_s() - cpu_from) / (loop.time() - watch_from)
+        fds = max(fds, proc.num_fds())
+    finally:
+        await _close(idle)
+    served_s = await _served_again(transport, t, settings, k.served_again_within_s)
+    log = server.stderr_since(log_from)
+    lines = log.count(b"\n")
+    served = (
+        f"served again after {served_s:.1f} s"
+        if served_s is not None
+        else f"NOT served again within {k.served_again_within_s:g} s"
+    )
+    text = (
+        f"{len(idle)} idle sockets{f' ({failed} failed)' if failed else ''}, server at "
+        f"{fds} fds: cpu {cpu:.0f}% over {k.fd_watch_s:g} s, {lines} log "
+        f"line{'' if lines == 1 else 's'} "
+        f"({len(log)} bytes), {served}"
+    )
+    figures: dict[str, Scalar] = {
+        "fd_exhaustion_server_cpu_percent": round(cpu, 1),
+        "fd_exhaustion_stderr_bytes": len(log),
+        "fd_exhaustion_log_lines": lines,
+        "fd_exhaustion_server_fds": fds,
+        "fd_exhaustion_served_again_s": None if served_s is None else round(served_s, 3),
+    }
+    return text, figures, served_s is not None
+
+
+async def _served_again(
+    transport: Transport, t: Target, settings: Settings, within_s: float
+) -> float | None:
+    """Seconds until a new client connects and gets a sample (None: not within ``within_s``)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + within_s
+    while loop.time() < deadline:
+        try:
+            async with (
+                asyncio.timeout(deadline - loop.time()),
+                transport.connect(t.host, t.port, None, settings, transport.options) as samples,
+            ):
+                await anext(aiter(samples))
+            return loop.time() - started
+        except TimeoutError:
+            return None
+        except (StreamError, OSError):
+            await asyncio.sleep(0.05)
+    return None
 
 
 def _answers(record: Record) -> list[Answer]:

@@ -19,6 +19,7 @@ from experiments.scenarios.reset_kernel import RESET_KERNEL
 from experiments.scenarios.restart import RESTART
 from experiments.scenarios.scenario import Scenario
 from experiments.scenarios.slow_consumer import SLOW_CONSUMER
+from experiments.scenarios.soak import SOAK
 from experiments.scenarios.throughput import THROUGHPUT
 
 __all__ = ["SCENARIOS", "Scenario", "UnknownScenario", "get"]
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
         LINK_DOWN,
         SLOW_CONSUMER,
         BAD_INPUT,
+        SOAK,
     )
 }
 
