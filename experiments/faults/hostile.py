@@ -19,7 +19,7 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -50,12 +50,24 @@ OVERSIZED_BYTES = 2 * 1024 * 1024
 _WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _direct(host: str, port: int) -> Streams:
+    return await asyncio.open_connection(host, port)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     host: str
     port: int
     #: The endpoint's path (``/websocket/``, ``/events``, ``/samples``; ``/`` for raw TCP).
     path: str
+    #: How a peer connects: directly, or from a client's namespace on an emulated path.
+    connect: Callable[[str, int], Awaitable[Streams]] = _direct
+
+    async def open(self) -> Streams:
+        return await self.connect(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +76,14 @@ class BadCase:
     build: Callable[[Target], bytes]
 
 
-def target_of(transport: Transport, host: str, port: int) -> Target:
-    return Target(host, port, urlsplit(transport.url(host, port)).path or "/")
+def target_of(
+    transport: Transport,
+    host: str,
+    port: int,
+    connect: Callable[[str, int], Awaitable[Streams]] | None = None,
+) -> Target:
+    path = urlsplit(transport.url(host, port)).path or "/"
+    return Target(host, port, path, connect or _direct)
 
 
 def _get(t: Target, path_and_query: str, *headers: str) -> bytes:
@@ -217,7 +235,7 @@ _READ_LIMIT = 1 << 16
 async def answer(target: Target, payload: bytes, timeout_s: float) -> str:
     """Send ``payload`` on a fresh socket and describe what came back."""
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(target.host, target.port), timeout_s
+        target.open(), timeout_s
     )
     data = b""
     ending = "left open"
@@ -241,10 +259,10 @@ async def answer(target: Target, payload: bytes, timeout_s: float) -> str:
     return describe_answer(data, ending)
 
 
-async def server_alive(host: str, port: int, timeout_s: float) -> bool:
-    """Whether something accepts a connection on ``host:port`` within ``timeout_s``."""
+async def server_alive(target: Target, timeout_s: float) -> bool:
+    """Whether something accepts a connection at ``target`` within ``timeout_s``."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        _, writer = await asyncio.wait_for(target.open(), timeout_s)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -273,7 +291,7 @@ async def slowloris(target: Target, head: bytes, drip_s: float, give_up_s: float
     Give it an :func:`endless_head`, so the head never completes whatever the pace.
     """
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(target.host, target.port), give_up_s
+        target.open(), give_up_s
     )
     started = time.monotonic()
     try:
@@ -328,7 +346,7 @@ async def idle_burst(target: Target, count: int, hold_s: float) -> str:
     for _ in range(count):
         try:
             opened.append(
-                await asyncio.wait_for(asyncio.open_connection(target.host, target.port), hold_s)
+                await asyncio.wait_for(target.open(), hold_s)
             )
         except (OSError, TimeoutError):
             refused += 1
@@ -355,7 +373,7 @@ async def open_idle(
             opened.append(
                 (
                     await asyncio.wait_for(
-                        asyncio.open_connection(target.host, target.port), timeout_s
+                        target.open(), timeout_s
                     )
                 )[1]
             )
@@ -372,7 +390,7 @@ async def subscribers(
 
     async def one() -> asyncio.StreamWriter:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.host, target.port), timeout_s
+            target.open(), timeout_s
         )
         writer.write(head)
         with contextlib.suppress(TimeoutError, ConnectionError):

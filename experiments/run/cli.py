@@ -248,19 +248,21 @@ def _elapsed_by_kind(records: Sequence[Record], scenarios: Sequence[Scenario]) -
     """Wall seconds spent per scenario kind (steady, fault). Concurrent transports of one
     scenario overlap, so each (scenario, repeat) counts its slowest transport."""
     by_name = {s.name: s for s in scenarios}
-    spans: dict[tuple[str, int, str], float] = {}
+    spans: dict[tuple[str, str, int, str], float] = {}
     for r in records:
-        # Every record of one step carries the same span.
-        spans[(r.scenario, r.repeat, r.transport)] = float(r.elapsed_s or 0.0)
-    slowest: dict[tuple[str, int], float] = {}
-    summed: dict[tuple[str, int], float] = {}
-    for (scenario, repeat, _), seconds in spans.items():
-        slowest[(scenario, repeat)] = max(slowest.get((scenario, repeat), 0.0), seconds)
-        summed[(scenario, repeat)] = summed.get((scenario, repeat), 0.0) + seconds
+        # Every record of one step carries the same span (one step per network, too).
+        network = str(r.params.get("network", "loopback"))
+        spans[(r.scenario, network, r.repeat, r.transport)] = float(r.elapsed_s or 0.0)
+    slowest: dict[tuple[str, str, int], float] = {}
+    summed: dict[tuple[str, str, int], float] = {}
+    for (scenario, network, repeat, _), seconds in spans.items():
+        key = (scenario, network, repeat)
+        slowest[key] = max(slowest.get(key, 0.0), seconds)
+        summed[key] = summed.get(key, 0.0) + seconds
     out: dict[str, float] = {}
-    for (scenario, repeat), seconds in summed.items():
+    for (scenario, network, repeat), seconds in summed.items():
         s = by_name.get(scenario)
-        span = slowest[(scenario, repeat)] if s is not None and s.concurrent else seconds
+        span = slowest[(scenario, network, repeat)] if s is not None and s.concurrent else seconds
         kind = s.kind if s is not None else "steady"
         out[kind] = round(out.get(kind, 0.0) + span, 1)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from experiments.faults.hostile import (
 from experiments.faults.rounds import PACE, FaultPace
 from experiments.results import Record, Results, Scalar
 from experiments.run.context import RunContext
-from experiments.run.processes import ServerProcess
+from experiments.run.processes import ServerProcess, settings_document
 from experiments.scenarios.delivery import Expect, judge
 from experiments.scenarios.scenario import Column, Kind
 from experiments.worker.schema import ClientGroup, ClientOutcome, Disconnected
@@ -189,7 +190,7 @@ class BadInput:
         windows: list[tuple[str, str, bool, int, int]] = []
         rss_per_non_reader: list[float] = []
         async with ctx.server(k.pace.rate_hz) as server:
-            target = target_of(ctx.transport, server.host, server.port)
+            target = target_of(ctx.transport, server.host, server.port, ctx.place.connect)
             job = ctx.job(server.port, (ClientGroup(1),), keep_samples=True, keep_latencies=False)
             async with ctx.clients(job) as worker:
                 await worker.wait_ready()
@@ -225,7 +226,7 @@ class BadInput:
                     except (OSError, TimeoutError) as exc:
                         got = f"could not connect: {exc!r}"
                     end = time.monotonic_ns()
-                    alive = server.running and await server_alive(server.host, server.port, timeout)
+                    alive = server.running and await server_alive(target, timeout)
                     windows.append((name, got, alive, start, end))
                 # Let the last window's slack pass with the client still reading.
                 await asyncio.sleep(UNAFFECTED_SLACK_S)
@@ -250,7 +251,13 @@ class BadInput:
             ),
             OwnServerCase(
                 f"fd exhaustion (RLIMIT_NOFILE {k.fd_limit}, {k.fd_idle} idle sockets)",
-                partial(_out_of_descriptors, ctx.transport, ctx.effective_settings, k),
+                partial(
+                    _out_of_descriptors,
+                    ctx.transport,
+                    ctx.effective_settings,
+                    k,
+                    ctx.place.client_prefix,
+                ),
                 own_settings,
                 nofile=k.fd_limit,
             ),
@@ -321,7 +328,7 @@ async def _newcomer_among_idle(
     opened: list[asyncio.StreamWriter] = []
     try:
         for _ in range(idle):
-            opened.append((await asyncio.open_connection(t.host, t.port))[1])
+            opened.append((await t.open())[1])
         got = await answer(t, request_head(family, t), timeout_s)
     finally:
         for writer in opened:
@@ -387,7 +394,7 @@ async def _on_own_servers(
         await worker.wait_ready()
         for case, server in zip(cases, servers, strict=True):
             ctx.note(case.name)
-            target = target_of(ctx.transport, server.host, server.port)
+            target = target_of(ctx.transport, server.host, server.port, ctx.place.connect)
             start = time.monotonic_ns()
             served = False
             try:
@@ -396,9 +403,7 @@ async def _on_own_servers(
             except (OSError, TimeoutError, psutil.Error) as exc:
                 got = f"could not connect: {exc!r}"
             end = time.monotonic_ns()
-            alive = server.running and await server_alive(
-                server.host, server.port, k.answer_timeout_s
-            )
+            alive = server.running and await server_alive(target, k.answer_timeout_s)
             windows.append((got, alive and served, start, end))
         await asyncio.sleep(UNAFFECTED_SLACK_S)
         result = await worker.stop()
@@ -467,6 +472,7 @@ async def _out_of_descriptors(
     transport: Transport,
     settings: Settings,
     k: BadInputKnobs,
+    client_prefix: tuple[str, ...],
     server: ServerProcess,
     t: Target,
 ) -> tuple[str, dict[str, Scalar], bool]:
@@ -489,7 +495,9 @@ async def _out_of_descriptors(
         fds = max(fds, proc.num_fds())
     finally:
         await _close(idle)
-    served_s = await _served_again(transport, t, settings, k.served_again_within_s)
+    served_s = await _served_again(
+        transport, t, settings, k.served_again_within_s, client_prefix
+    )
     log = server.stderr_since(log_from)
     lines = log.count(b"\n")
     served = (
@@ -514,11 +522,33 @@ async def _out_of_descriptors(
 
 
 async def _served_again(
-    transport: Transport, t: Target, settings: Settings, within_s: float
+    transport: Transport,
+    t: Target,
+    settings: Settings,
+    within_s: float,
+    client_prefix: tuple[str, ...] = (),
 ) -> float | None:
-    """Seconds until a new client connects and gets a sample (None: not within ``within_s``)."""
+    """Seconds until a new client connects and gets a sample (None: not within ``within_s``).
+
+    On an emulated path (``client_prefix``: ``ip netns exec CLIENT_NS``) the client is
+    ``python -m transports listen --count 1`` in the client's namespace, the real CLI."""
     loop = asyncio.get_running_loop()
     started = loop.time()
+    if client_prefix:
+        proc = await asyncio.create_subprocess_exec(
+            *client_prefix, sys.executable, "-m", "transports", "listen", transport.name,
+            "--host", t.host, "--port", str(t.port), "--count", "1", "--wait", f"{within_s:g}",
+            "--settings-json", settings_document(settings, transport.options),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(within_s + 5):
+                code = await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None
+        return loop.time() - started if code == 0 else None
     deadline = started + within_s
     while loop.time() < deadline:
         try:
