@@ -91,7 +91,7 @@ class Complexity:
     max_repeats: int | None = 1
     knobs: Mapping[str, ComplexityKnobs] = {
         "quick": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=0.4),
-        "default": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=1.0),
+        "default": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=0.5),
         "full": ComplexityKnobs(wire_rate_hz=200.0, wire_duration_s=3.0),
     }
     columns = (

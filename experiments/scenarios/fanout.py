@@ -60,7 +60,7 @@ class Fanout:
         # x1,000 for 0.5 s: 5,000 samples per repeat; x100: 1,500 pooled over 3 repeats.
         # One client is the latency scenario's (the full profile keeps x1 here too).
         "default": FanoutKnobs(
-            clients=(10, 100, 1000), rate_hz=10.0, warmup_s=0.3, duration_s=0.5
+            clients=(10, 100, 1000), rate_hz=10.0, warmup_s=0.2, duration_s=0.5
         ),
         "full": FanoutKnobs(
             clients=(1, 10, 100, 1000), rate_hz=10.0, warmup_s=2.0, duration_s=10.0

@@ -52,7 +52,7 @@ class Throughput:
     max_repeats: int | None = None
     knobs: Mapping[str, ThroughputKnobs] = {
         "quick": ThroughputKnobs(warmup_s=0.2, duration_s=0.6),
-        "default": ThroughputKnobs(warmup_s=0.3, duration_s=0.8),
+        "default": ThroughputKnobs(warmup_s=0.2, duration_s=0.8),
         "full": ThroughputKnobs(warmup_s=2.0, duration_s=10.0),
     }
     columns = (
