@@ -390,6 +390,28 @@ def test_render_runs_each_scenarios_sections_after_its_table(tmp_path: Path) -> 
     assert text.index("extra for latency") < text.index("## Conditions")
 
 
+def test_a_run_over_several_networks_gets_a_section_per_path(tmp_path: Path) -> None:
+    class WithPlot(FakeScenario):
+        def sections(self, results: Results, out_dir: Path) -> list[str]:
+            ms = sorted({str(r.params["network"]) for r in results.records})
+            (out_dir / "cdf.png").write_bytes(b"png")
+            return [f"### Detail\n\nonly {','.join(ms)}\n\n![cdf](cdf.png)"]
+
+    def on(network: str, ms: float) -> Record:
+        return record("tcp", latencies_ns=constant_ns(ms, 1_000), params={"network": network})
+
+    measured = NetworkConditions(nominal="40 ms RTT", measured="rtt 41.0 ms [40]", ok=True)
+    results = results_of([on("loopback", 1.0), on("wan", 41.0)], networks={"wan": measured})
+    text = render(results, tmp_path, {"latency": WithPlot("latency", LATENCY_COLUMNS)})
+    loopback, wan = text.index("### latency on loopback"), text.index("### latency on wan")
+    assert text.index("## latency") < loopback < text.index("only loopback") < wan
+    assert wan < text.index("rtt 41.0 ms [40]") < text.index("only wan")
+    # each path's plots in its own directory, linked from its own section, headings one down
+    assert "![cdf](loopback/cdf.png)" in text and "![cdf](wan/cdf.png)" in text
+    assert (tmp_path / "wan" / "cdf.png").is_file() and "#### Detail" in text
+    assert "## Across networks" in text
+
+
 # --- plots --------------------------------------------------------------------------------
 
 

@@ -3,8 +3,11 @@
 ``python -m experiments.report RESULTS_DIR`` (re)writes ``RESULTS_DIR/report.md`` and its
 plots. For each scenario, in the order measured: ``## name``, the scenario's docstring (as
 recorded in the run, else the registry's), its table (:mod:`experiments.report.tables`), then
-whatever its ``sections(results, out_dir)`` add (plots, reconnection table, ...). Then the
-conditions with the one settings table, and how to cite.
+whatever its ``sections(results, out_dir)`` add (plots, reconnection table, ...). A run over
+several network paths gets one ``### on NETWORK`` section per path under each scenario (the
+path as measured, then that path's table and sections, its plots in ``NETWORK/``), and an
+``## Across networks`` summary. Then the conditions with the one settings table, and how to
+cite.
 
 A scenario the registry does not know (results of an older or newer version) still gets a
 table of every numeric metric its records carry; schema 1 files load through
@@ -14,16 +17,19 @@ table of every numeric metric its records carry; schema 1 files load through
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from experiments.report.conditions import cite_section, conditions_section
 from experiments.report.networks import cross_network_section
 from experiments.report.rows import REFERENCE
 from experiments.report.tables import scenario_table
-from experiments.results import Results, load_results
+from experiments.results import Record, Results, load_results
 
 if TYPE_CHECKING:
     from experiments.scenarios.scenario import Scenario
@@ -54,6 +60,38 @@ def _intro(results: Results) -> str:
     )
 
 
+def _network(record: Record) -> str:
+    return str(record.params.get("network", "loopback"))
+
+
+#: A plot's link in a section's markdown: ``![alt](file.png)`` with no directory.
+_PLOT = re.compile(r"(!\[[^\]]*\]\()([^)/]+\.png\))")
+_HEADING = re.compile(r"^(#{2,}) ", re.MULTILINE)
+
+
+def _scenario_body(
+    results: Results, name: str, scenario: Scenario | None, out_dir: Path, subdir: str = ""
+) -> list[str]:
+    """The table and sections of one scenario over ``results``; plots go in ``subdir``."""
+    parts = [scenario_table(results.records, name, None if scenario is None else scenario.columns)]
+    if scenario is not None:
+        where = out_dir / subdir if subdir else out_dir
+        where.mkdir(parents=True, exist_ok=True)
+        for text in scenario.sections(results, where):
+            if text and subdir:  # one level down, under the path's own heading
+                text = _HEADING.sub(r"#\g<1> ", _PLOT.sub(rf"\g<1>{subdir}/\g<2>", text))
+            if text:
+                parts.append("\n" + text)
+    return parts
+
+
+def _path_line(results: Results, network: str) -> str:
+    measured = results.environment.networks.get(network)
+    if measured is None:
+        return "Loopback: no namespaces, no emulation." if network == "loopback" else ""
+    return f"{measured.nominal}; measured before the run: {measured.measured}"
+
+
 def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | None = None) -> str:
     """The whole report as markdown; the scenarios' sections write their plots into
     ``out_dir``. ``scenarios``: name -> scenario (None: the registry)."""
@@ -72,11 +110,17 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
                 "recorded is shown.*",
                 "",
             ]
-        parts.append(
-            scenario_table(results.records, name, None if scenario is None else scenario.columns)
-        )
-        if scenario is not None:
-            parts += ["\n" + text for text in scenario.sections(results, out_dir) if text]
+        mine = [r for r in results.records if r.scenario == name]
+        networks = list(dict.fromkeys(_network(r) for r in mine))
+        if len(networks) < 2:
+            parts += _scenario_body(results, name, scenario, out_dir)
+            continue
+        for network in networks:
+            on_path = msgspec.structs.replace(
+                results, records=[r for r in results.records if _network(r) == network]
+            )
+            parts += ["", f"### {name} on {network}", "", _path_line(results, network), ""]
+            parts += _scenario_body(on_path, name, scenario, out_dir, subdir=network)
     across = cross_network_section(results)
     if across:
         parts += ["", across]

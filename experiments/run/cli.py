@@ -37,6 +37,9 @@ from experiments.network import (
     parse_profiles,
     require_network,
 )
+from experiments.network import (
+    Profile as NetworkProfile,
+)
 from experiments.report.markdown import write_report
 from experiments.report.summary import scenario_line, summary_table
 from experiments.results import (
@@ -97,8 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--network",
-        default="loopback",
-        help=f"comma-separated network profiles; of {', '.join(NETWORKS)} (default: loopback)",
+        help=(
+            f"comma-separated network profiles; of {', '.join(NETWORKS)} "
+            "(default: the profile's: quick loopback, default loopback,wan, full all)"
+        ),
     )
     return p
 
@@ -157,6 +162,30 @@ def _scenario_names(args: argparse.Namespace) -> list[str]:
     return [name for name in SCENARIOS if name not in OPT_IN]
 
 
+def _networks(
+    args: argparse.Namespace, profile: Profile, console: Console
+) -> tuple[NetworkProfile, ...]:
+    """``--network`` as given, else the profile's paths; without root a profile's emulated
+    paths are left out with one line saying why (an explicit ``--network`` never is)."""
+    if args.network is not None:
+        return parse_profiles(args.network)
+    wanted = parse_profiles(",".join(profile.networks))
+    emulated = [p.name for p in wanted if p.namespaces]
+    if not emulated:
+        return wanted
+    try:
+        require_network()
+    except NetworkError as exc:
+        console.print(
+            f"{PROG}: skipping network paths {', '.join(emulated)} of --profile {profile.name}: "
+            f"{exc} (pass --network loopback to silence this)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return tuple(p for p in wanted if not p.namespaces)
+    return wanted
+
+
 def _usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the profile, scenarios and duration together (None: nothing)."""
     profile = PROFILES[args.profile]
@@ -201,7 +230,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     results = Results(
         schema=SCHEMA, created=now_iso(), profile=profile.name, environment=env, settings=settings
     )
-    networks = parse_profiles(args.network)
+    networks = _networks(args, profile, console)
     started = time.monotonic()
     steps = sum(scenario_repeats(s, repeats, fault_repeats) for s in scenarios) * len(transports)
     with _display(console, steps * len(networks)) as hooks:
@@ -286,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             get_transport(name)
         for name in args.scenarios or ():
             get_scenario(name)
-        if any(p.namespaces for p in parse_profiles(args.network)):
+        if args.network is not None and any(p.namespaces for p in parse_profiles(args.network)):
             require_network()  # asked for an emulated path: never fall back to loopback
     except (UnknownTransport, UnknownScenario, NetworkError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -355,9 +355,9 @@ class ServerPool:
         self._servers: dict[Hashable, ServerProcess] = {}
 
     @asynccontextmanager
-    async def use(self, key: Hashable, make: Callable[[], ServerProcess]) -> AsyncIterator[
-        ServerProcess
-    ]:
+    async def use(
+        self, key: Hashable, make: Callable[[], ServerProcess]
+    ) -> AsyncIterator[ServerProcess]:
         server = self._servers.get(key)
         if server is None or not server.running:
             server = make()

@@ -3,7 +3,8 @@
 A :class:`Profile` says how many repeats a run makes; each scenario owns its own knobs per
 profile (durations, rates, clients, rounds: its ``knobs`` mapping), so adding a scenario never
 touches this module. ``quick`` is a smoke test of the whole pipeline (not citable figures),
-``default`` runs in a few minutes with 3 repeats, ``full`` longer with 5 repeats.
+``default`` runs with 3 repeats on loopback and the emulated ``wan`` path (about 17 minutes
+here), ``full`` longer with 5 repeats on every network profile.
 ``soak`` is another kind of run: the ``soak`` scenario alone (a seeded nemesis over every
 resuming transport for ``--duration`` minutes, 30 by default), with ``full``'s knobs; no other
 profile runs it unless asked (``--scenarios soak``), so it is opt-in.
@@ -50,6 +51,10 @@ class Profile:
     resuming_only: bool = False
     #: Minutes the soak runs (``--duration``; None: its knobs say).
     duration_min: float | None = None
+    #: The network paths it runs over when ``--network`` is not given. Emulated paths need
+    #: root; without it they are left out with one line saying why (an explicit ``--network``
+    #: that cannot be built is an error instead).
+    networks: tuple[str, ...] = ("loopback",)
 
     @property
     def knob_set(self) -> str:
@@ -61,8 +66,13 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("quick", repeats=1, fault_repeats=1),
-        Profile("default", repeats=3, fault_repeats=1),
-        Profile("full", repeats=5, fault_repeats=2),
+        Profile("default", repeats=3, fault_repeats=1, networks=("loopback", "wan")),
+        Profile(
+            "full",
+            repeats=5,
+            fault_repeats=2,
+            networks=("loopback", "lan", "wan", "mobile", "lossy"),
+        ),
         # Half an hour of faults is a run of its own, never a part of the comparison.
         Profile(
             "soak",
