@@ -29,11 +29,14 @@ to the newest sample received.
 
 - ``poll`` pauses its ``interval_s`` option (:class:`PollOptions`) between polls, except
   after a full batch, when more is likely waiting and it asks again at once;
-- ``long-poll`` asks back to back with ``wait=`` its ``wait_s`` option (:class:`LongPollOptions`).
+- ``long-poll`` asks back to back with ``wait=`` its ``wait_s`` option (:class:`LongPollOptions`),
+  capped at ``settings.heartbeat_s``: a held request is the stream's heartbeat (the answer,
+  empty if need be, comes within the heartbeat interval, as a ping would on a push transport).
 
 Dead-server detection is aiohttp's ``ClientTimeout(total=...)`` per request (the only timer):
-``dead_after_s`` for a poll, ``wait_s + dead_after_s`` for a long poll; a request that takes
-longer raises ``PeerSilent``.
+``dead_after_s`` for a poll, the held time + ``dead_after_s`` for a long poll; a request that
+takes longer raises ``PeerSilent``. So a long poller notices a dead path within heartbeat +
+dead-after, the same bound as every push transport.
 """
 
 from __future__ import annotations
@@ -374,7 +377,7 @@ class _Poller:
         options: Options,
     ) -> None:
         self._session, self._url, self.token, self._settings = session, url, token, settings
-        self._wait = options.wait_s if isinstance(options, LongPollOptions) else None
+        self._wait = _held_s(settings, options)
         self._timeout = _request_timeout(_request_timeout_s(settings, options))
         self._pause = options.interval_s if isinstance(options, PollOptions) else 0.0
 
@@ -435,12 +438,23 @@ class _Poller:
             batch = await self.poll()
 
 
+def _held_s(settings: Settings, options: Options) -> float | None:
+    """How long a long poll asks the server to hold it (None: a plain poll).
+
+    Its ``wait_s``, capped at the heartbeat: the held request's answer is the heartbeat.
+    """
+    if not isinstance(options, LongPollOptions):
+        return None
+    beat = settings.heartbeat_s
+    return options.wait_s if beat is None else min(options.wait_s, beat)
+
+
 def _request_timeout_s(settings: Settings, options: Options) -> float | None:
     """How long one poll may take before the server counts as dead (None: forever)."""
-    dead = settings.dead_after_s
-    if dead is None or not isinstance(options, LongPollOptions):
+    dead, held = settings.dead_after_s, _held_s(settings, options)
+    if dead is None or held is None:
         return dead
-    return options.wait_s + dead
+    return held + dead
 
 
 @asynccontextmanager
@@ -483,7 +497,7 @@ def connect_long_poll(
 def _keepalive_params(settings: Settings, options: Options) -> Mapping[str, float | None]:
     """The pace of polls, each poll's timeout, and the server's idle keep-alive timeout."""
     pace = (
-        {"long_poll_wait_s": options.wait_s}
+        {"long_poll_wait_s": _held_s(settings, options)}
         if isinstance(options, LongPollOptions)
         else {"poll_interval_s": options.interval_s if isinstance(options, PollOptions) else None}
     )
@@ -523,5 +537,5 @@ LONG_POLL = dataclasses.replace(
     endpoint="http://{host}:{port}" + PATH + "?wait=S",
     connect=connect_long_poll,
     options=LongPollOptions(),
-    keepalive="held request ends after wait; request timeout",
+    keepalive="held request answered within min(wait, heartbeat); request timeout",
 )
