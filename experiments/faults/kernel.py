@@ -28,13 +28,14 @@ import dataclasses
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 
 import msgspec
 
+from experiments.faults.windows import FaultWindow
 from experiments.network import NetworkPath, missing_requirements
 from experiments.network.namespaces import in_namespace
 from experiments.run.context import RunContext
@@ -46,8 +47,11 @@ __all__ = [
     "Conn",
     "Drops",
     "KernelClients",
+    "KernelRounds",
     "SocketWatch",
+    "Strike",
     "kernel_path",
+    "kernel_rounds",
     "parse_diag",
 ]
 
@@ -336,3 +340,43 @@ class KernelClients:
             for i, c in enumerate(c for r in results for c in r.clients)
         ]
         return msgspec.structs.replace(results[0], clients_requested=len(clients), clients=clients)
+
+
+#: One fault on the path, from waiting for data to flow until it flows again (or the wait
+#: runs out): per client it touched, its window and whether data came back.
+Strike = Callable[[], Awaitable[Sequence[tuple[FaultWindow, bool]]]]
+
+
+@dataclass(slots=True)
+class KernelRounds:
+    """What a run of kernel faults left: the windows per client, and the clients' ledger."""
+
+    #: ``windows[i]``: client ``i``'s fault windows, in order.
+    windows: list[list[FaultWindow]]
+    #: Faults after which data flowed again.
+    recovered: int
+    result: WorkerResult
+
+
+async def kernel_rounds(
+    ctx: RunContext,
+    server: ServerProcess,
+    rounds: int,
+    settle_s: float,
+    label: Callable[[int], str],
+    strike: Strike,
+) -> KernelRounds:
+    """``rounds`` strikes against clients of their own (:class:`KernelClients`), one after
+    the other, then ``settle_s`` for the last samples and the clients' results."""
+    windows: list[list[FaultWindow]] = [[] for _ in path_of(ctx).client_ns]
+    recovered = 0
+    async with KernelClients(ctx, server) as clients:
+        await clients.wait_ready()
+        for round_ in range(rounds):
+            ctx.note(label(round_))
+            for i, (window, flowing) in enumerate(await strike()):
+                windows[i].append(window)
+                recovered += flowing
+        await asyncio.sleep(settle_s)
+        result = await clients.stop()
+    return KernelRounds(windows, recovered, result)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.faults.kernel import Drops, KernelClients, SocketWatch, kernel_path, path_of
+from experiments.faults.kernel import Drops, SocketWatch, kernel_path, kernel_rounds, path_of
 from experiments.faults.rounds import (
     PACE,
     FaultPace,
@@ -145,29 +145,27 @@ class BlackholeKernel(FaultScenario):
         target = target_s(settings)
         hold_s = k.max_hold_s if target is None else min(k.max_hold_s, target + k.grace_s)
         stagger_s = (settings.heartbeat_s or 1.0) / k.connections
-        windows: list[list[FaultWindow]] = [[] for _ in range(k.connections)]
-        recovered = 0
         async with kernel_path(ctx, k.connections) as kctx:
             path = path_of(kctx)
             async with kctx.server(k.pace.rate_hz, keep=False) as server:
                 watch = SocketWatch(path, server.port)
+
+                async def strike() -> list[tuple[FaultWindow, bool]]:
+                    return await asyncio.gather(*(
+                        self._hole(path, watch, i, i * stagger_s, hold_s, k.pace)
+                        for i in range(k.connections)
+                    ))  # fmt: skip
+
                 try:
-                    async with KernelClients(kctx, server) as clients:
-                        await clients.wait_ready()
-                        for round_ in range(k.rounds):
-                            ctx.note(f"kernel black hole {round_ + 1}/{k.rounds}, ≤{hold_s:g} s")
-                            holes = [
-                                self._hole(path, watch, i, i * stagger_s, hold_s, k.pace)
-                                for i in range(k.connections)
-                            ]
-                            for i, (window, flowing) in enumerate(await asyncio.gather(*holes)):
-                                windows[i].append(window)
-                                recovered += flowing
-                        await asyncio.sleep(k.pace.settle_s)
-                        result = await clients.stop()
+                    done = await kernel_rounds(
+                        kctx, server, k.rounds, k.pace.settle_s,
+                        lambda i: f"kernel black hole {i + 1}/{k.rounds}, ≤{hold_s:g} s", strike,
+                    )  # fmt: skip
                 finally:
                     watch.close()
-            out = fault_outcome(kctx, result, windows, k.pace.rate_hz, sees_server_drop=True)
+            out = fault_outcome(
+                kctx, done.result, done.windows, k.pace.rate_hz, sees_server_drop=True
+            )
             metrics = out.metrics
             within_target(
                 metrics,
@@ -176,7 +174,7 @@ class BlackholeKernel(FaultScenario):
                 target,
                 hold_s,
             )
-            metrics["recovered"] = recovered
+            metrics["recovered"] = done.recovered
             params = {
                 "rate_hz": k.pace.rate_hz,
                 "rounds": k.rounds,

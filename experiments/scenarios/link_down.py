@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.faults.kernel import Drops, KernelClients, SocketWatch, kernel_path, path_of
+from experiments.faults.kernel import Drops, SocketWatch, kernel_path, kernel_rounds, path_of
 from experiments.faults.rounds import (
     PACE,
     FaultPace,
@@ -102,44 +102,42 @@ class LinkDown(FaultScenario):
         down_s: float, k: LinkDownKnobs,
     ) -> Record:  # fmt: skip
         """``k.rounds`` outages of ``down_s`` with a worker of their own: one record."""
-        windows: list[FaultWindow] = []
-        recovered = 0
-        async with KernelClients(ctx, server) as clients:
-            await clients.wait_ready()
-            for round_ in range(k.rounds):
-                ctx.note(f"link down {down_s:g} s, {round_ + 1}/{k.rounds}")
-                await watch.wait_flowing(0, watch.acked(0), k.pace.recover_timeout_s)
-                await asyncio.sleep(k.pace.settle_s)
-                drops = Drops(watch, 0)
-                start = now_ns()
-                try:
-                    await path.link_down(0)
-                    drops.start()
-                    await asyncio.sleep(down_s)
-                    mark = watch.acked(0)
-                finally:
-                    # Shielded: a cancelled run must not leave the client's link down.
-                    await asyncio.shield(path.link_up(0))
-                up = now_ns()
-                try:
-                    flowing = await watch.wait_flowing(0, mark, k.pace.recover_timeout_s)
-                    seen = now_ns()
-                    if drops.client_ns is not None:
-                        # The client gave the old connection up: watch (bounded) for the
-                        # server doing the same, which may only happen once the link is up.
-                        await drops.wait_both(k.pace.recover_timeout_s)
-                finally:
-                    await drops.stop()
-                recovered += flowing
-                windows.append(
-                    FaultWindow(start, up, detect_until_ns=seen, server_drop_ns=drops.server_ns)
-                )
+
+        async def strike() -> list[tuple[FaultWindow, bool]]:
+            await watch.wait_flowing(0, watch.acked(0), k.pace.recover_timeout_s)
             await asyncio.sleep(k.pace.settle_s)
-            result = await clients.stop()
+            drops = Drops(watch, 0)
+            start = now_ns()
+            try:
+                await path.link_down(0)
+                drops.start()
+                await asyncio.sleep(down_s)
+                mark = watch.acked(0)
+            finally:
+                # Shielded: a cancelled run must not leave the client's link down.
+                await asyncio.shield(path.link_up(0))
+            up = now_ns()
+            try:
+                flowing = await watch.wait_flowing(0, mark, k.pace.recover_timeout_s)
+                seen = now_ns()
+                if drops.client_ns is not None:
+                    # The client gave the old connection up: watch (bounded) for the server
+                    # doing the same, which may only happen once the link is up.
+                    await drops.wait_both(k.pace.recover_timeout_s)
+            finally:
+                await drops.stop()
+            return [(FaultWindow(start, up, detect_until_ns=seen, server_drop_ns=drops.server_ns),
+                     flowing)]  # fmt: skip
+
+        done = await kernel_rounds(
+            ctx, server, k.rounds, k.pace.settle_s,
+            lambda i: f"link down {down_s:g} s, {i + 1}/{k.rounds}", strike,
+        )  # fmt: skip
+        result, windows = done.result, done.windows[0]
         out = fault_outcome(ctx, result, [windows], k.pace.rate_hz, sees_server_drop=True)
         client = result.clients[0]
         out.metrics["survived"] = sum(survived(client, w) for w in windows)
-        out.metrics["recovered"] = recovered
+        out.metrics["recovered"] = done.recovered
         params = {
             "rate_hz": k.pace.rate_hz,
             "rounds": k.rounds,

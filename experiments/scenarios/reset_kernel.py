@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.faults.kernel import Drops, KernelClients, SocketWatch, kernel_path, path_of
+from experiments.faults.kernel import Drops, SocketWatch, kernel_path, kernel_rounds, path_of
 from experiments.faults.rounds import (
     PACE,
     FaultPace,
@@ -60,51 +60,44 @@ class ResetKernel(FaultScenario):
 
     async def run(self, ctx: RunContext) -> list[Record]:
         k = self.knobs[ctx.profile.name]
-        windows: list[FaultWindow] = []
-        recovered = 0
         async with kernel_path(ctx, 1) as kctx:
             path = path_of(kctx)
             async with kctx.server(k.pace.rate_hz, keep=False) as server:
                 watch = SocketWatch(path, server.port)
+
+                async def strike() -> list[tuple[FaultWindow, bool]]:
+                    await watch.wait_flowing(0, watch.acked(0), k.pace.recover_timeout_s)
+                    await asyncio.sleep(k.pace.settle_s)
+                    drops = Drops(watch, 0)
+                    start = now_ns()
+                    drops.start()
+                    try:
+                        await path.reset(0, k.hold_s)
+                        end = now_ns()
+                        mark = watch.acked(0)
+                        flowing = await watch.wait_flowing(0, mark, k.pace.recover_timeout_s)
+                        seen = now_ns()
+                        # A server that sends nothing on the connection (polling between
+                        # requests) hears of no reset: watch (bounded) for its own timers.
+                        await drops.wait_both(k.pace.recover_timeout_s)
+                    finally:
+                        await drops.stop()
+                    window = FaultWindow(
+                        start, end, detect_until_ns=seen, server_drop_ns=drops.server_ns
+                    )
+                    return [(window, flowing)]
+
                 try:
-                    async with KernelClients(kctx, server) as clients:
-                        await clients.wait_ready()
-                        for round_ in range(k.rounds):
-                            ctx.note(f"kernel reset {round_ + 1}/{k.rounds}")
-                            await watch.wait_flowing(0, watch.acked(0), k.pace.recover_timeout_s)
-                            await asyncio.sleep(k.pace.settle_s)
-                            drops = Drops(watch, 0)
-                            start = now_ns()
-                            drops.start()
-                            try:
-                                await path.reset(0, k.hold_s)
-                                end = now_ns()
-                                mark = watch.acked(0)
-                                flowing = await watch.wait_flowing(
-                                    0, mark, k.pace.recover_timeout_s
-                                )
-                                seen = now_ns()
-                                # A server that sends nothing on the connection (polling
-                                # between requests) hears of no reset: watch (bounded) for
-                                # its own timers to drop it.
-                                await drops.wait_both(k.pace.recover_timeout_s)
-                            finally:
-                                await drops.stop()
-                            recovered += flowing
-                            windows.append(
-                                FaultWindow(
-                                    start,
-                                    end,
-                                    detect_until_ns=seen,
-                                    server_drop_ns=drops.server_ns,
-                                )
-                            )
-                        await asyncio.sleep(k.pace.settle_s)
-                        result = await clients.stop()
+                    done = await kernel_rounds(
+                        kctx, server, k.rounds, k.pace.settle_s,
+                        lambda i: f"kernel reset {i + 1}/{k.rounds}", strike,
+                    )  # fmt: skip
                 finally:
                     watch.close()
-            out = fault_outcome(kctx, result, [windows], k.pace.rate_hz, sees_server_drop=True)
-            out.metrics["recovered"] = recovered
+            out = fault_outcome(
+                kctx, done.result, done.windows, k.pace.rate_hz, sees_server_drop=True
+            )
+            out.metrics["recovered"] = done.recovered
             params = {
                 "rate_hz": k.pace.rate_hz,
                 "rounds": k.rounds,
