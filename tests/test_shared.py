@@ -7,6 +7,7 @@ import asyncio
 import math
 import random
 import socket
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 import msgspec
@@ -172,6 +173,85 @@ async def test_hub_cuts_a_subscriber_that_falls_behind() -> None:
     assert hub.subscriber_count == 1
     with pytest.raises(SubscriberOverflow):
         slow.take()
+
+
+class _Socket:
+    """What a direct writer sees: the bytes it took, and whether its buffer is full."""
+
+    def __init__(self) -> None:
+        self.took: list[bytes] = []
+        self.full = False
+
+    def write(self, data: bytes) -> bool:
+        if self.full:
+            return False
+        self.took.append(data)
+        return True
+
+
+def _seqs(samples: Sequence[Sample]) -> bytes:
+    return b"".join(b"%d;" % s.seq for s in samples)
+
+
+async def test_publish_encodes_once_per_form_and_writes_caught_up_subscribers_itself() -> None:
+    hub = Hub("aa", Settings(history=100))
+    encodings: list[str] = []
+
+    def form(name: str) -> Callable[[Sequence[Sample]], bytes]:
+        def encode(batch: Sequence[Sample]) -> bytes:
+            encodings.append(name)
+            return name.encode() + _seqs(batch)
+
+        return encode
+
+    sockets = [_Socket() for _ in range(4)]
+    subs = [hub.subscribe(None) for _ in sockets]
+    for i, (sub, sock) in enumerate(zip(subs, sockets, strict=True)):
+        name = "a" if i < 3 else "b"
+        sub.write_directly(name, form(name), sock.write)
+        sub.rejoin()
+    _publish(hub, 2)
+    _publish(hub, 1)
+    assert sorted(encodings) == ["a", "a", "b", "b"]  # once per form per batch, not per socket
+    assert [s.took for s in sockets[:3]] == [[b"a0;1;", b"a2;"]] * 3
+    assert sockets[3].took == [b"b0;1;", b"b2;"]
+    # Nobody's task was woken: each is caught up, and its next wait only times out.
+    assert all(sub.fast and sub.cursor == 3 for sub in subs)
+    assert await subs[0].next_batch(timeout=0.01) == []
+
+
+async def test_a_full_socket_leaves_the_fast_way_until_its_task_has_caught_up() -> None:
+    hub = Hub("aa", Settings(history=100, queue_size=50))
+    sock = _Socket()
+    sub = hub.subscribe(None)
+    sub.write_directly("a", _seqs, sock.write)
+    sub.rejoin()
+    _publish(hub, 1)
+    sock.full = True
+    _publish(hub, 2)  # refused: the task takes seqs 1-2 itself
+    sock.full = False
+    _publish(hub, 1)  # not written directly either: the task has not caught up yet
+    assert sock.took == [b"0;"] and not sub.fast
+    taken = await sub.next_batch(timeout=1)
+    assert [s.seq for s in taken] == [1, 2, 3]
+    sock.took.append(_seqs(taken))  # what the task writes, then drains
+    sub.rejoin()
+    _publish(hub, 1)
+    assert sock.took == [b"0;", b"1;2;3;", b"4;"]  # in order, nothing twice, nothing skipped
+    assert sub.fast and sub.direct_writes == 2
+
+
+async def test_a_full_socket_is_still_cut_when_it_falls_too_far_behind() -> None:
+    reasons: list[str] = []
+    hub = Hub("aa", Settings(history=100, queue_size=5))
+    sock = _Socket()
+    sub = hub.subscribe(None, on_overflow=reasons.append)
+    sub.write_directly("a", _seqs, sock.write)
+    sub.rejoin()
+    sock.full = True
+    for _ in range(3):
+        _publish(hub, 3)
+    assert reasons and "fell behind" in reasons[0] and hub.subscriber_count == 0
 
 
 async def test_hub_limits_subscribers() -> None:

@@ -6,25 +6,51 @@ A subscriber may fall behind by at most ``queue_size`` live samples between two 
 that, or once its cursor falls out of history, it is cut (``SubscriberOverflow``) and its
 ``on_overflow`` callback runs so the transport can close the connection even while it is
 blocked writing to a peer that stopped reading. It can resume from history.
+
+Two ways to deliver. The plain way: each subscriber's own task waits (:meth:`next_batch`),
+takes its samples and writes them. The fast way, for a library that lets a write be started
+without awaiting it (:meth:`Subscription.write_directly`): ``publish`` encodes the batch once
+per wire form and hands the bytes to every subscriber that is caught up, in one pass, so no
+task wakes and no timer is armed per connection per sample. A subscriber whose socket cannot
+take the bytes now (its ``write`` says so: the buffer is over its high-water mark) leaves the
+fast way for the plain one: its task is woken, takes what it lacks, writes and awaits the
+drain, and calls :meth:`Subscription.rejoin` to come back once it has caught up. Bytes are
+never reordered: the hub writes directly only to a subscriber whose task has written (and
+drained) everything before.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from model.errors import SubscriberOverflow, TooManyConnections
 from model.sample import Sample
 from transports.resume import ResumeToken, start_seq
 from transports.settings import Settings
 
-__all__ = ["Hub", "Subscription"]
+__all__ = ["Encode", "Hub", "Subscription", "WriteNow"]
+
+#: One wire form: a batch of samples as the bytes a subscriber's socket gets.
+Encode = Callable[[Sequence[Sample]], bytes]
+#: Starts writing bytes to one subscriber without waiting; False when it cannot take them now.
+WriteNow = Callable[[bytes], bool]
 
 
 class Subscription:
     """One subscriber's position in the hub's stream."""
 
-    __slots__ = ("_cursor", "_hub", "_on_overflow", "_pending", "_ready", "closed_reason")
+    __slots__ = (
+        "_cursor",
+        "_direct",
+        "_hub",
+        "_lagging",
+        "_on_overflow",
+        "_pending",
+        "_ready",
+        "closed_reason",
+        "direct_writes",
+    )
 
     def __init__(self, hub: Hub, cursor: int, on_overflow: Callable[[str], None] | None) -> None:
         self._hub = hub
@@ -33,6 +59,12 @@ class Subscription:
         self._ready = asyncio.Event()
         self._on_overflow = on_overflow
         self.closed_reason: str | None = None
+        #: The wire form's key and encoder, and the writer (None: the plain way only).
+        self._direct: tuple[Hashable, Encode, WriteNow] | None = None
+        # On the plain way until its task has caught up and rejoined.
+        self._lagging = True
+        #: Batches the hub wrote to it directly.
+        self.direct_writes = 0
         if cursor < hub.next_seq:
             self._ready.set()
 
@@ -63,6 +95,26 @@ class Subscription:
             except TimeoutError:
                 return []
         return self.take()
+
+    def write_directly(self, form: Hashable, encode: Encode, write: WriteNow) -> None:
+        """Let ``publish`` write new batches to this subscriber itself while it is caught up.
+
+        ``form`` names the wire form (subscribers with the same form share one encoding of
+        each batch); ``write`` starts a write and says whether the socket took it. The
+        subscriber's task still serves the plain way (history, a full buffer) and calls
+        :meth:`rejoin` after each drained write.
+        """
+        self._direct = (form, encode, write)
+
+    def rejoin(self) -> None:
+        """Back to the fast way, if caught up: called by the task after a drained write."""
+        if self._direct is not None and self._cursor >= self._hub.next_seq:
+            self._lagging = False
+
+    @property
+    def fast(self) -> bool:
+        """Whether the hub writes to it directly now."""
+        return self._direct is not None and not self._lagging
 
     def close(self) -> None:
         """Leave the hub (idempotent)."""
@@ -122,8 +174,20 @@ class Hub:
         ring, capacity = self._ring, len(self._ring)
         for sample in batch[-capacity:]:
             ring[sample.seq % capacity] = sample
-        self.next_seq = batch[-1].seq + 1
+        first, self.next_seq = self.next_seq, batch[-1].seq + 1
+        encoded: dict[Hashable, bytes] = {}
         for sub in list(self._subscribers):
+            direct = sub._direct
+            if direct is not None and not sub._lagging and sub._cursor == first:
+                form, encode, write = direct
+                data = encoded.get(form)
+                if data is None:
+                    data = encoded[form] = encode(batch)
+                if write(data):
+                    sub._cursor = self.next_seq
+                    sub.direct_writes += 1
+                    continue
+                sub._lagging = True  # its task takes this batch and awaits the drain
             sub._published(len(batch))
         if self._published is not None:
             if not self._published.done():
