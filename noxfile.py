@@ -1,4 +1,4 @@
-"""Sessions: tests (default), compare, lint."""
+"""Sessions: tests (default), compare, lint, proto."""
 
 from __future__ import annotations
 
@@ -28,3 +28,11 @@ def compare(session: nox.Session) -> None:
     """Run every transport side by side and write results.json, report.md and plots."""
     session.install("-e", ".[experiments]")
     session.run("python", "-m", "experiments", *session.posargs)
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate transports/proto's Python modules from transportbench.proto."""
+    # The versions pinned in pyproject's test extra: tests/test_grpc.py compares against them.
+    session.install("grpcio-tools==1.85.1", "mypy-protobuf==5.1.0")
+    session.run("python", "-m", "transports.proto.regenerate")

@@ -46,7 +46,7 @@ from transports.settings import Settings
 from transports.ws_frames import frame_violation, text_frames, valid_close_code
 
 #: One transport per server implementation (long-poll and the seed share theirs).
-SERVERS = ["tornado-ws", "sse", "tcp", "poll"]
+SERVERS = ["tornado-ws", "sse", "tcp", "poll", "websockets", "aiohttp-ws", "http-stream"]
 CLI = [sys.executable, "-m", "transports"]
 
 
@@ -158,7 +158,9 @@ async def test_idle_and_dripping_connections_are_cut_at_the_header_timeout(name:
     assert 0.9 <= cut_s < 2.5, dripped
 
 
-@pytest.mark.parametrize("name", ["tornado-ws", "sse", "poll"])
+@pytest.mark.parametrize(
+    "name", ["tornado-ws", "sse", "poll", "websockets", "aiohttp-ws", "http-stream"]
+)
 async def test_idle_sockets_do_not_lock_out_a_newcomer(name: str) -> None:
     transport = TRANSPORTS[name]
     settings = _settings(max_connections=5, header_timeout_s=30.0)

@@ -23,7 +23,17 @@ from transports.settings import Settings, field_names
 #: The baseline pushers experiments/ registers. Hard-coded here because transports/ (and its
 #: tests) must not import experiments/; the experiments tests check every transport's
 #: baseline against the real pusher registry.
-BASELINES = {"tornado-ws", "asyncio-tcp", "sse-starlette", "aiohttp-poll"}
+BASELINES = {
+    "tornado-ws",
+    "asyncio-tcp",
+    "sse-starlette",
+    "aiohttp-poll",
+    "aioquic-webtransport",
+    "websockets",
+    "aiohttp-ws",
+    "starlette-stream",
+    "grpc",
+}
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 pytestmark = pytest.mark.parametrize("transport", list(TRANSPORTS.values()), ids=list(TRANSPORTS))
@@ -93,3 +103,4 @@ def test_modules_import_and_dependencies_are_installed(transport: Transport) -> 
 def test_readme_lists_it_in_the_transports_table(transport: Transport) -> None:
     rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
     assert any(row.startswith(f"| `{transport.name}` |") for row in rows)
+

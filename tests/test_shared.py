@@ -7,6 +7,8 @@ import asyncio
 import math
 import random
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
@@ -472,3 +474,18 @@ def test_a_host_that_does_not_resolve_is_an_os_error() -> None:
 )
 def test_an_ipv6_literal_is_bracketed_in_urls(host: str, in_url: str) -> None:
     assert url_host(host) == in_url
+
+
+def test_asking_for_one_transport_imports_only_its_own_libraries() -> None:
+    """``serve tcp`` must not pay for grpc's and aioquic's imports (servers start by the
+    dozen in the experiments)."""
+    code = (
+        "import sys\n"
+        "from transports.registry import get\n"
+        "get('tcp')\n"
+        "print(sorted(m for m in ('grpc', 'aioquic', 'tornado', 'uvicorn') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Which hostile peers the bad-input scenario sends: those that speak the transport's protocol.
-BadInputFamily = Literal["websocket", "http-stream", "http-poll", "tcp"]
+BadInputFamily = Literal["websocket", "http-stream", "http-poll", "tcp", "grpc", "quic"]
 
 
 class Server(Protocol):
@@ -83,6 +83,9 @@ class Features:
     bidirectional: bool
     #: The server pushes samples over a held connection (False: the client asks, poll-style).
     push: bool = True
+    #: What carries it: "udp" (QUIC) cannot go through the harness's TCP fault proxy, so the
+    #: scenarios that need that proxy are reported "not applicable" for it.
+    transport_protocol: Literal["tcp", "udp"] = "tcp"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,5 +140,14 @@ class Transport:
             self.settings(settings), self.options if options is None else options
         )
 
-    def url(self, host: str, port: int) -> str:
-        return self.endpoint.format(host=url_host(host), port=port)
+    def url(self, host: str, port: int, *, tls: bool = False) -> str:
+        """Its endpoint on ``host:port``; with ``tls`` the secure scheme (wss, https, tls)."""
+        url = self.endpoint.format(host=url_host(host), port=port)
+        if tls:
+            scheme, sep, rest = url.partition("://")
+            url = _SECURE.get(scheme, scheme) + sep + rest
+        return url
+
+
+#: The scheme of each endpoint under TLS.
+_SECURE = {"ws": "wss", "http": "https", "tcp": "tls", "grpc": "grpcs"}

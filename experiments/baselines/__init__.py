@@ -62,8 +62,53 @@ AIOHTTP_POLL = Pusher(
     "experiments.baselines.aiohttp_poll",
     "aiohttp web, GET answers 1,000 samples per response; aiohttp client",
 )
+WEBSOCKETS = Pusher(
+    "websockets",
+    "websockets",
+    "experiments.baselines.websockets_ws",
+    "websockets (asyncio) server, send() per sample, no compression; recv() reader",
+)
+AIOHTTP_WS = Pusher(
+    "aiohttp-ws",
+    "aiohttp",
+    "experiments.baselines.aiohttp_ws",
+    "aiohttp WebSocketResponse, send_frame per sample, no compression; ws_connect reader",
+)
+STARLETTE_STREAM = Pusher(
+    "starlette-stream",
+    "starlette",
+    "experiments.baselines.starlette_stream",
+    "starlette StreamingResponse under uvicorn, a batch of NDJSON lines per chunk; httpx lines",
+)
 
-PUSHERS: dict[str, Pusher] = {p.name: p for p in (TORNADO_WS, ASYNCIO_TCP, SSE, AIOHTTP_POLL)}
+AIOQUIC_WEBTRANSPORT = Pusher(
+    "aioquic-webtransport",
+    "aioquic",
+    "experiments.baselines.webtransport",
+    "aioquic HTTP/3 WebTransport, one uni stream of NDJSON lines, one write per batch",
+)
+
+GRPC = Pusher(
+    "grpc",
+    "grpcio",
+    "experiments.baselines.grpc",
+    "grpcio asyncio, the generated servicer yielding one message per sample; generated stub",
+)
+
+PUSHERS: dict[str, Pusher] = {
+    p.name: p
+    for p in (
+        TORNADO_WS,
+        ASYNCIO_TCP,
+        SSE,
+        AIOHTTP_POLL,
+        WEBSOCKETS,
+        AIOHTTP_WS,
+        STARLETTE_STREAM,
+        AIOQUIC_WEBTRANSPORT,
+        GRPC,
+    )
+}
 
 
 class UnknownBaseline(LookupError):

@@ -6,9 +6,11 @@ bad inputs keyed by family (a test checks every family has its cases); every fam
 the common cases. Payload builders, :func:`describe_answer` and :func:`is_refusal` are pure, so
 they are tested without sockets; :func:`answer`, :func:`idle_burst`, :func:`open_idle`,
 :func:`slowloris`, :func:`non_readers`, :func:`subscribers` and :func:`server_alive` are the
-peers themselves, on real sockets. :func:`request_head`
-is each family's well-formed opening (the upgrade, ``GET /events``, a poll, the hello), which
-the slow and the stuck peers send.
+peers themselves, on real sockets. The ``quic`` family (a transport over UDP) gets real QUIC
+clients instead (:mod:`experiments.faults.quic_peers`): each of its cases has a ``peer`` of
+its own, and :func:`answer` and :func:`server_alive` speak UDP to a UDP target.
+:func:`request_head` is each family's well-formed opening (the upgrade, ``GET /events``, a
+poll, the hello), which the slow and the stuck peers send.
 """
 
 from __future__ import annotations
@@ -21,8 +23,26 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
+from experiments.faults.http2_peers import (
+    PREFACE,
+    describe_http2,
+    grpc_message,
+    looks_like_http2,
+    request,
+    resume_token,
+    subscribe,
+    unfinished_head,
+)
+from experiments.faults.quic_peers import (
+    connect_request,
+    datagrams,
+    garbage_datagrams,
+    h3_exchange,
+    handshake_ok,
+)
 from transports.contract import BadInputFamily, Transport
 
 __all__ = [
@@ -65,6 +85,8 @@ class Target:
     path: str
     #: How a peer connects: directly, or from a client's namespace on an emulated path.
     connect: Callable[[str, int], Awaitable[Streams]] = _direct
+    #: "udp": a QUIC server; :func:`answer` sends datagrams, :func:`server_alive` handshakes.
+    transport_protocol: Literal["tcp", "udp"] = "tcp"
 
     async def open(self) -> Streams:
         return await self.connect(self.host, self.port)
@@ -74,6 +96,9 @@ class Target:
 class BadCase:
     name: str
     build: Callable[[Target], bytes]
+    #: A peer of its own, for a case that is not bytes on a fresh connection (QUIC): it
+    #: gets the target and the answer timeout and describes what came back.
+    peer: Callable[[Target, float], Awaitable[str]] | None = None
 
 
 def target_of(
@@ -83,7 +108,7 @@ def target_of(
     connect: Callable[[str, int], Awaitable[Streams]] | None = None,
 ) -> Target:
     path = urlsplit(transport.url(host, port)).path or "/"
-    return Target(host, port, path, connect or _direct)
+    return Target(host, port, path, connect or _direct, transport.features.transport_protocol)
 
 
 def _get(t: Target, path_and_query: str, *headers: str) -> bytes:
@@ -132,6 +157,40 @@ def _oversized_header(t: Target) -> bytes:
 COMMON: tuple[BadCase, ...] = (BadCase("garbage bytes", _garbage),)
 
 
+# -- QUIC (HTTP/3 WebTransport over UDP): peers of their own, see quic_peers ----------------
+
+
+async def _quic_garbage(t: Target, timeout_s: float) -> str:
+    return await datagrams(t.host, t.port, garbage_datagrams(), timeout_s)
+
+
+def _h3(
+    name: str,
+    target: str,
+    protocol: bytes | None,
+    body_bytes: int = 0,
+    *,
+    method: bytes = b"CONNECT",
+) -> tuple[str, Callable[[Target], bytes], Callable[[Target, float], Awaitable[str]]]:
+    """A case sending one HTTP/3 request after a real handshake: ``target`` is a path (or a
+    query for the endpoint's path), ``protocol`` the ``:protocol`` (None: none)."""
+
+    def headers(t: Target) -> list[tuple[bytes, bytes]]:
+        path = t.path + target if target[:1] in ("", "?") else target
+        request = connect_request(t.host, t.port, path, protocol)
+        return [(b":method", method), *request[1:]]
+
+    def build(t: Target) -> bytes:  # what the request says, for the record
+        return b"\n".join(k + b": " + v for k, v in headers(t)) + b"\n"
+
+    async def peer(t: Target, timeout_s: float) -> str:
+        # The upload takes a while through a QUIC stack in Python: allow it more time.
+        wait = timeout_s * (10 if body_bytes else 1)
+        return await h3_exchange(t.host, t.port, headers(t), wait, b"x" * body_bytes)
+
+    return name, build, peer
+
+
 def _close_frame(code: int) -> Callable[[Target], bytes]:
     return lambda t: upgrade(t) + ws_frame(0x8, struct.pack("!H", code))
 
@@ -157,6 +216,8 @@ CASES: dict[BadInputFamily, tuple[BadCase, ...]] = {
     ),
     "http-stream": (
         BadCase("bad Last-Event-ID", lambda t: _get(t, t.path, "Last-Event-ID: nope:-3")),
+        # The token of http-stream (sse ignores the query, as http-stream the header).
+        BadCase("bad resume query", lambda t: _get(t, t.path + "?epoch=zz&since=-1")),
         BadCase("bad request line", lambda t: b"FETCH \x00\x01 HTTP/9.9\r\n\r\n"),
         BadCase("2 MiB header", _oversized_header),
         BadCase("unknown path", lambda t: _get(t, "/nowhere")),
@@ -173,6 +234,43 @@ CASES: dict[BadInputFamily, tuple[BadCase, ...]] = {
         BadCase("hello with wrong types", lambda t: b'{"epoch":1,"since":"x"}\n'),
         BadCase("2 MiB line", _oversized_line),
         BadCase("bytes after the hello", lambda t: b"{}\nmore\n"),
+    ),
+    "grpc": (
+        BadCase("HTTP/2 preface, then garbage frames", lambda t: PREFACE + _garbage(t)),
+        BadCase(
+            "a call to an unknown method",
+            lambda t: subscribe(t.host, t.port, "/transportbench.Stream/Nope"),
+        ),
+        BadCase(
+            "a bad resume token",
+            lambda t: subscribe(t.host, t.port, t.path, resume_token("zz", -5)),
+        ),
+        BadCase(
+            "a request that is not protobuf",
+            lambda t: subscribe(t.host, t.port, t.path, b"\xff" * 20),
+        ),
+        BadCase(
+            "a message prefix claiming 2 MiB",
+            lambda t: request(t.host, t.port, t.path, grpc_message(b"x", OVERSIZED_BYTES)),
+        ),
+        BadCase(
+            "2 MiB header",
+            lambda t: request(
+                t.host, t.port, t.path, grpc_message(b""), ("x-big", "x" * OVERSIZED_BYTES)
+            ),
+        ),
+        BadCase("plain HTTP/1.1 request", lambda t: _get(t, t.path)),
+    ),
+    "quic": (
+        BadCase("random UDP datagrams", _garbage, peer=lambda t, s: _quic_garbage(t, s)),
+        BadCase(*_h3("CONNECT to another path", "/nowhere", b"webtransport")),
+        BadCase(*_h3("CONNECT with a bad resume token", "?epoch=zz&since=-1", b"webtransport")),
+        BadCase(*_h3("CONNECT without :protocol", "", None)),
+        BadCase(*_h3("CONNECT with :protocol websocket", "", b"websocket")),
+        BadCase(*_h3("plain HTTP/3 GET", "", None, method=b"GET")),
+        # Just over the 1 MiB limit: an upload through a QUIC stack in Python is slow.
+        BadCase(*_h3("CONNECT, then 1 MiB + 64 KiB on its stream", "", b"webtransport",
+                     (1 << 20) + (1 << 16))),
     ),
 }
 
@@ -212,6 +310,8 @@ def describe_answer(data: bytes, ending: str) -> str:
             close = _ws_close(rest)
             return f"{status}; {close or 'no close frame'}; {ending}"
         return f"{status}; {ending}"
+    if looks_like_http2(data):
+        return f"{describe_http2(data)}; {ending}"
     if data.startswith(b"{"):
         line = data.split(b"\n", 1)[0].decode(errors="replace")
         return f"{line[:120]}; {ending}"
@@ -233,7 +333,11 @@ _READ_LIMIT = 1 << 16
 
 
 async def answer(target: Target, payload: bytes, timeout_s: float) -> str:
-    """Send ``payload`` on a fresh socket and describe what came back."""
+    """Send ``payload`` on a fresh socket and describe what came back (over UDP: as
+    datagrams of at most 1,400 bytes)."""
+    if target.transport_protocol == "udp":
+        chunks = [payload[i : i + 1400] for i in range(0, len(payload), 1400)]
+        return await datagrams(target.host, target.port, chunks, timeout_s)
     reader, writer = await asyncio.wait_for(
         target.open(), timeout_s
     )
@@ -260,7 +364,12 @@ async def answer(target: Target, payload: bytes, timeout_s: float) -> str:
 
 
 async def server_alive(target: Target, timeout_s: float) -> bool:
-    """Whether something accepts a connection at ``target`` within ``timeout_s``."""
+    """Whether something accepts a connection at ``target`` within ``timeout_s`` (over UDP:
+    whether a QUIC handshake completes)."""
+    if target.transport_protocol == "udp":
+        # A handshake needs the server's event loop, not only its kernel (unlike a TCP
+        # connect): give a busy one a few seconds.
+        return await handshake_ok(target.host, target.port, max(timeout_s, 5.0))
     try:
         _, writer = await asyncio.wait_for(target.open(), timeout_s)
     except (OSError, TimeoutError):
@@ -275,6 +384,8 @@ def request_head(family: BadInputFamily, t: Target) -> bytes:
         return upgrade(t)
     if family == "tcp":
         return b"{}\n"
+    if family == "grpc":
+        return subscribe(t.host, t.port, t.path)
     return _get(t, t.path)
 
 
@@ -282,6 +393,8 @@ def endless_head(family: BadInputFamily, t: Target) -> bytes:
     """The family's opening, left unfinished and padded long: a head that never completes."""
     if family == "tcp":
         return b"{" + b" " * 10_000  # whitespace inside the hello line
+    if family == "grpc":
+        return unfinished_head(t.host, t.port, t.path, 10_000)  # no END_HEADERS, ever
     return request_head(family, t)[:-2] + b"X-Slow: " + b"a" * 10_000  # a header line, unended
 
 

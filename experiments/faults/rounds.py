@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from experiments.faults.proxy import FaultProxy
+from experiments.faults.udp_relay import UdpFaultProxy
 from experiments.faults.windows import FaultWindow, observe, summarize, trace
 from experiments.report.faults import reconnection_section
 from experiments.report.plots import timeline_plot
@@ -104,9 +105,10 @@ class Proxies:
         # On an emulated path the proxies live in the client's namespace (their sockets are
         # made there), so their upstream traffic crosses the path like the client's would.
         sockets = ctx.client_sockets()
-        self.items = [
-            FaultProxy(server.host, server.port, sockets=sockets) for _ in range(count)
-        ]
+        # A UDP transport (QUIC) gets a UDP relay with the proxy's interface instead.
+        udp = ctx.transport.features.transport_protocol == "udp"
+        kind = UdpFaultProxy if udp else FaultProxy
+        self.items = [kind(server.host, server.port, sockets=sockets) for _ in range(count)]
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Proxies:

@@ -26,7 +26,7 @@ from experiments.results import Record
 if TYPE_CHECKING:
     from experiments.scenarios.scenario import Scenario
 
-__all__ = ["headline_figures", "labelled", "row_check", "scenario_line", "summary_table"]
+__all__ = ["headline_figures", "labelled", "row_check", "scenario_line", "skipped", "summary_table"]
 
 #: Last words of a header that are its unit: the value goes before them ("p99 1.4 ms").
 _UNITS = frozenset({"ms", "s", "%", "Hz", "bytes", "B", "KiB", "MiB", "×"})
@@ -61,8 +61,19 @@ def headline_figures(scenario: Scenario, row: Row) -> str:
     return ", ".join(_figure(row, c) for c in scenario.headline)
 
 
+def skipped(row: Row) -> str | None:
+    """Why a row was not measured at all, when its scenario said so (``skipped: ...``, e.g.
+    "not applicable: UDP (...)" for a fault a UDP transport cannot have), else None."""
+    reasons = {(r.error or "").partition("skipped: ")[2] for r in row.failed}
+    if row.records or not row.failed or "" in reasons:
+        return None
+    return "; ".join(sorted(reasons))
+
+
 def row_check(row: Row) -> str | None:
     """What is wrong with a row, in a few words (None: nothing)."""
+    if skipped(row) is not None:
+        return None
     if row.failed:
         first = row.failed[0].error or "failed"
         return f"{len(row.failed)} failed: {first}"
@@ -83,7 +94,7 @@ def scenario_line(scenario: Scenario, records: Sequence[Record]) -> str:
         return f"{scenario.name} done: no records"
     parts = []
     for row in table_rows:
-        figures = headline_figures(scenario, row) if row.records else "failed"
+        figures = headline_figures(scenario, row) if row.records else skipped(row) or "failed"
         parts.append(f"{_label(scenario, row)} {figures}")
     flagged = sum(row_check(row) is not None for row in table_rows)
     tail = f" ({flagged} ⚠)" if flagged else ""
@@ -101,7 +112,7 @@ def summary_table(records: Sequence[Record], scenarios: Sequence[Scenario]) -> T
         for row in rows(records, scenario.name):
             variant = scenario.variant(row.params).strip()
             name = f"{scenario.name} {variant}" if variant else scenario.name
-            figures = headline_figures(scenario, row) if row.records else "failed"
+            figures = headline_figures(scenario, row) if row.records else skipped(row) or "failed"
             problem = row_check(row)
             check = "[green]ok" if problem is None else f"[red]⚠ {escape(problem[:60])}"
             table.add_row(escape(name), escape(row.transport), escape(figures), check)

@@ -240,7 +240,7 @@ class ServerProcess:
             async with asyncio.timeout(self.ready_timeout_s):
                 ready = (await self._read_announcement(proc)).ready
                 self.port, self.epoch = ready.port, ready.epoch
-                await self._probe()
+                await self._probe(proc)
         except TimeoutError:
             await reap(proc, 1.0)
             raise HarnessError(
@@ -270,19 +270,29 @@ class ServerProcess:
                     )
                 return ready
 
-    async def _probe(self) -> None:
+    async def _probe(self, proc: asyncio.subprocess.Process) -> None:
         # The announcement says the socket is bound; a connect proves it accepts. Retry only
         # on refusal (bounded by the caller's ready timeout).
         while True:
             try:
                 _, writer = await self.connect(self.host, self.port)
             except ConnectionRefusedError:
+                if self._bound_udp(proc):
+                    return  # a UDP (QUIC) server accepts nothing: bound, it is ready
                 await asyncio.sleep(0.01)
                 continue
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             return
+
+    def _bound_udp(self, proc: asyncio.subprocess.Process) -> bool:
+        """Whether the server process holds a UDP socket bound to its announced port."""
+        try:
+            sockets = psutil.Process(proc.pid).net_connections(kind="udp")
+        except psutil.Error:
+            return False
+        return any(s.laddr and s.laddr.port == self.port for s in sockets)
 
     def _limit_files(self) -> None:
         # In the child, before exec: soft and hard, so ``serve`` cannot raise it again.

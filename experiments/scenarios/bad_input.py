@@ -33,6 +33,7 @@ from experiments.faults.rounds import PACE, FaultPace
 from experiments.results import Record, Results, Scalar
 from experiments.run.context import RunContext
 from experiments.run.processes import ServerProcess, settings_document
+from experiments.scenarios import bad_input_quic as quic
 from experiments.scenarios.delivery import Expect, judge
 from experiments.scenarios.scenario import Column, Kind
 from experiments.worker.schema import ClientGroup, ClientOutcome, Disconnected
@@ -49,6 +50,8 @@ UNAFFECTED_SLACK_S = 0.5
 #: The header timeout of the servers the limit and fd cases run on: long enough that the
 #: idle sockets stay for the whole case (the experiments' 2 s would clear them midway).
 OWN_HEADER_TIMEOUT_S = 30.0
+#: Idle QUIC peers are this many times fewer than idle TCP sockets: each is a handshake.
+QUIC_FEWER = 10
 #: The per-case figures of the cases on their own servers (None: the case did not get there).
 OWN_FIGURES = (
     "limit_idle_newcomer_refused",
@@ -186,6 +189,7 @@ class BadInput:
         raise_fd_limit()
         timeout = k.answer_timeout_s
         family = ctx.transport.bad_input_family
+        udp = ctx.transport.features.transport_protocol == "udp"
         header_timeout_s = ctx.effective_settings.header_timeout_s
         windows: list[tuple[str, str, bool, int, int]] = []
         rss_per_non_reader: list[float] = []
@@ -202,7 +206,9 @@ class BadInput:
 
                 cases: list[tuple[str, Callable[[Target], Awaitable[str]]]] = [
                     *(
-                        (c.name, partial(_answer_to, c.build, timeout))
+                        (c.name, partial(_peer_answer, c.peer, timeout))
+                        if c.peer is not None
+                        else (c.name, partial(_answer_to, c.build, timeout))
                         for c in cases_for(ctx.transport)
                     ),
                     ("idle burst", lambda t: idle_burst(t, k.idle_burst, timeout / 2)),
@@ -218,6 +224,8 @@ class BadInput:
                     ),
                     (f"{k.non_readers} subscribers that never read", stuck),
                 ]
+                if udp:  # their QUIC counterparts, in the same places (bad_input_quic)
+                    cases[-4:] = self._quic_cases(ctx, server, k, rss_per_non_reader)
                 for name, case in cases:
                     ctx.note(name)
                     start = time.monotonic_ns()
@@ -262,6 +270,8 @@ class BadInput:
                 nofile=k.fd_limit,
             ),
         )
+        if udp:
+            own_cases = self._quic_own_cases(ctx, k, own_settings)
         own_answers, figures, own_problems = await _on_own_servers(ctx, k, own_cases)
         answers += own_answers
         problems = [
@@ -295,6 +305,58 @@ class BadInput:
         }
         return [ctx.record(params, metrics, detail=answers)]
 
+    @staticmethod
+    def _quic_cases(
+        ctx: RunContext, server: ServerProcess, k: BadInputKnobs, rss: list[float]
+    ) -> list[tuple[str, Callable[[Target], Awaitable[str]]]]:
+        """Idle burst, newcomer, slow head and non-readers for a transport over UDP."""
+        timeout, settings = k.answer_timeout_s, ctx.effective_settings
+        # A QUIC handshake costs both sides far more CPU than a TCP connect: fewer of them.
+        idle = max(1, k.idle_burst // QUIC_FEWER)
+
+        async def stuck(t: Target) -> str:
+            got, per_peer = await quic.non_readers(
+                server, t, ctx.transport, settings, k.non_readers, k.non_reader_watch_s
+            )
+            rss.append(per_peer)
+            return got
+
+        return [
+            ("idle burst", lambda t: quic.idle_burst(t, idle, timeout / 2)),
+            ("idle burst, then a newcomer", lambda t: quic.newcomer_among_idle(t, idle, timeout)),
+            (
+                f"no CONNECT after the handshake (header timeout {settings.header_timeout_s:g} s)",
+                lambda t: quic.unanswered_connection(t, settings.header_timeout_s),
+            ),
+            (f"{k.non_readers} subscribers that never read", stuck),
+        ]
+
+    @staticmethod
+    def _quic_own_cases(
+        ctx: RunContext, k: BadInputKnobs, own_settings: Settings
+    ) -> tuple[OwnServerCase, OwnServerCase]:
+        """The limit and fd-exhaustion cases with QUIC peers (bad_input_quic). The limit is a
+        quarter of the TCP transports': every session is a stream of packets the server builds
+        and encrypts in Python, and 63 of them at once saturate it before any newcomer asks."""
+        limit = max(2, k.limit_connections // 4)
+        limited = own_settings.with_changes(max_connections=limit)
+        return (
+            OwnServerCase(
+                f"idle sockets at the limit ({limit} connections)",
+                partial(quic.at_the_limit, ctx.transport, limited, limit, k.answer_timeout_s),
+                limited,
+            ),
+            OwnServerCase(
+                f"fd exhaustion (RLIMIT_NOFILE {k.fd_limit}, {k.fd_idle // QUIC_FEWER} idle "
+                "QUIC connections)",
+                partial(quic.out_of_descriptors, ctx.transport, ctx.effective_settings,
+                        k.fd_idle // QUIC_FEWER, k.fd_watch_s, k.served_again_within_s,
+                        k.answer_timeout_s),
+                own_settings,
+                nofile=k.fd_limit,
+            ),
+        )  # fmt: skip
+
     def sections(self, results: Results, out_dir: Path) -> list[str]:
         """What each bad peer got (first repeat of each transport)."""
         lines = [
@@ -315,6 +377,12 @@ class BadInput:
                     f"{a.others_unaffected} |"
                 )
         return ["\n".join(lines)] if seen else []
+
+
+async def _peer_answer(
+    peer: Callable[[Target, float], Awaitable[str]], timeout_s: float, t: Target
+) -> str:
+    return await peer(t, timeout_s)
 
 
 async def _answer_to(build: Callable[[Target], bytes], timeout_s: float, t: Target) -> str:

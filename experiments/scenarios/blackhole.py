@@ -20,6 +20,7 @@ from experiments.faults.rounds import (
     target_s,
     wait_flowing,
 )
+from experiments.faults.udp_relay import require_tcp
 from experiments.faults.windows import FaultWindow
 from experiments.results import Record
 from experiments.run.context import RunContext
@@ -85,6 +86,7 @@ class Blackhole(FaultScenario):
     )
 
     async def run(self, ctx: RunContext) -> list[Record]:
+        require_tcp(ctx.transport, "a relay cannot see a UDP server drop its peer")
         k = self.knobs[ctx.profile.name]
         settings = ctx.effective_settings
         target = target_s(settings)

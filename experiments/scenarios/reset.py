@@ -15,6 +15,7 @@ from experiments.faults.rounds import (
     now_ns,
     run_rounds,
 )
+from experiments.faults.udp_relay import require_tcp
 from experiments.faults.windows import FaultWindow
 from experiments.results import Record
 from experiments.run.context import RunContext
@@ -48,6 +49,7 @@ class Reset(FaultScenario):
     }
 
     async def run(self, ctx: RunContext) -> list[Record]:
+        require_tcp(ctx.transport, "no connection reset: UDP has no RST")
         k = self.knobs[ctx.profile.name]
 
         async def reset(server: ServerProcess, proxy: FaultProxy) -> FaultWindow:

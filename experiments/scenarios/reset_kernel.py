@@ -16,6 +16,7 @@ from experiments.faults.rounds import (
     keepalive_params,
     now_ns,
 )
+from experiments.faults.udp_relay import require_tcp
 from experiments.faults.windows import FaultWindow
 from experiments.results import Record, Results
 from experiments.run.context import RunContext
@@ -59,6 +60,7 @@ class ResetKernel(FaultScenario):
     headline = Blackhole.headline
 
     async def run(self, ctx: RunContext) -> list[Record]:
+        require_tcp(ctx.transport, "nftables 'reject with tcp reset' has no UDP counterpart")
         k = self.knobs[ctx.profile.name]
         async with kernel_path(ctx, 1) as kctx:
             path = path_of(kctx)
