@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 
 from transports.announce import parse_announcement
@@ -159,6 +160,10 @@ def test_usage_errors_exit_2_without_traceback(args: list[str], message: str) ->
         (["serve", "poll", "--set", "interval_s=0"], "interval_s"),
         (["serve", "tcp", "--set", "interval_s=1"], "--set wants KEY=VALUE"),  # poll's
         (["serve", "tcp", "--epoch", "abc\n"], "--epoch"),
+        (["serve", "sse", "--epoch", "MyRun"], "--epoch must be 1-64 lowercase hex digits"),
+        (["serve", "sse", "--epoch", "ABC"], "--epoch"),
+        (["serve", "sse", "--allow-origin", "example.org"], "--allow-origin: 'example.org'"),
+        (["serve", "sse", "--settings-json", '{"settings":{"allow_origins":["x"]}}'], "origin"),
         (["listen", "tcp", "--wait", "nan"], "--wait"),
         (["serve", "tcp", "--settings-json", '{"settings":{"history":"5"}}'], "history"),
         (["serve", "tcp", "--settings-json", '{"settings":{"histroy":5}}'], "histroy"),
@@ -241,3 +246,55 @@ def test_ctrl_c_exits_quietly_with_130() -> None:
         _, err = listener.communicate(timeout=10)
     assert listener.returncode == 130
     assert "Traceback" not in err
+
+
+def test_allow_origin_reaches_the_servers_policy() -> None:
+    page = "http://dash.test:8000"
+    with serve("sse", "--allow-origin", page, "--allow-origin", "https://other.test") as (port, _):
+        url = f"http://127.0.0.1:{port}/events"
+        with httpx.stream("GET", url, headers={"Origin": page}, timeout=10) as allowed:
+            assert allowed.status_code == 200
+            assert allowed.headers["access-control-allow-origin"] == page
+        refused = httpx.get(url, headers={"Origin": "http://elsewhere.test"}, timeout=10)
+        assert refused.status_code == 403
+    with serve("poll") as (port, _):  # the default: loopback pages only
+        refused = httpx.get(f"http://127.0.0.1:{port}/samples", headers={"Origin": page})
+        assert refused.status_code == 403
+
+
+def _ignoring_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's background job starts
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["SIGINT", "SIGTERM"]
+)
+def test_serve_stops_cleanly_on_sigint_and_sigterm_even_with_sigint_ignored(
+    signum: signal.Signals, code: int
+) -> None:
+    server = subprocess.Popen(
+        [*CLI, "serve", "tcp", "--port", "0", "--rate", "100"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignoring_sigint,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(SERVING.match(server.stdout.readline()).group(3))  # type: ignore[union-attr]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"{}\n")
+            assert client.makefile("rb").readline().startswith(b'{"epoch"')
+            server.send_signal(signum)
+            _, err = server.communicate(timeout=10)
+            # The client's stream ends with a plain close (EOF; a reset would raise here).
+            while client.recv(1 << 16):
+                pass
+    finally:
+        server.kill()
+    assert server.returncode == code, err
+    assert "Traceback" not in err
+    with socket.socket() as again:  # the port is free at once
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))

@@ -220,11 +220,69 @@ async def test_bad_queries_get_400_with_the_reason(
     assert reason in body.decode()
 
 
-@pytest.mark.parametrize("path", ["/", "/samples/", "/samplesx", "/events"])
+@pytest.mark.parametrize("path", ["/index.html", "/samples/", "/samplesx", "/events"])
 async def test_other_paths_get_404(path: str) -> None:
     async with _serving() as (_, server, _):
         status, _, _ = await _get(f"http://127.0.0.1:{server.port}{path}")
     assert status == 404
+
+
+async def test_a_browser_cache_buster_is_ignored_and_a_bad_known_parameter_is_not() -> None:
+    async with _serving() as (hub, _, url):
+        hub.publish(_samples(0, 10))
+        status, _, body = await _get(f"{url}?epoch={EPOCH}&since=4&_=1700000000123")
+        assert status == 200 and decode_samples(body) == _samples(5, 10)
+        status, _, body = await _get(f"{url}?_=1&epoch={EPOCH}&since=4x")
+        assert status == 400 and b"since must be an integer" in body
+
+
+@pytest.mark.parametrize(
+    ("options", "transport", "knob"),
+    [(POLL_OPTIONS, "poll", '"interval_s":0.01'), (LONG_OPTIONS, "long-poll", '"wait_s":30.0')],
+)
+async def test_the_live_page_polls_as_the_server_says(
+    options: Options, transport: str, knob: str
+) -> None:
+    async with _serving(options=options) as (_, server, _):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{server.port}/") as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+                page = await response.text()
+    assert f'"transport":"{transport}"' in page and knob in page
+    assert "fetch(url" in page
+
+
+async def test_origins_get_cors_answers_or_403() -> None:
+    allowed = {"Origin": "http://127.0.0.1:5173"}
+    refused = {"Origin": "https://evil.test"}
+    ask = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x"}
+    async with _serving() as (hub, _, url), aiohttp.ClientSession() as session:
+        hub.publish(_samples(0, 3))
+        async with session.get(url, headers=allowed) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+            assert response.headers["Vary"] == "Origin"
+        async with session.get(url + "?since=1", headers=allowed) as response:
+            assert response.status == 400  # an error a page can read too
+            assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+        async with session.get(url, headers=refused) as response:
+            assert response.status == 403
+            assert "Access-Control-Allow-Origin" not in response.headers
+            assert (await response.text()).startswith("origin not allowed")
+        async with session.options(url, headers={**allowed, **ask}) as response:
+            assert response.status == 204
+            assert "Last-Event-ID" in response.headers["Access-Control-Allow-Headers"]
+        async with session.options(url, headers={**refused, **ask}) as response:
+            assert response.status == 403
+            assert "Access-Control-Allow-Origin" not in response.headers
+        async with session.get(url) as response:  # no Origin: not a browser, always served
+            assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
+    configured = QUICK.with_changes(allow_origins=("https://evil.test",))
+    async with _serving(configured) as (_, _, url), aiohttp.ClientSession() as session:
+        async with session.get(url, headers=refused) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "https://evil.test"
 
 
 async def test_fresh_poll_gets_nothing_then_the_newest_sample() -> None:

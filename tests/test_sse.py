@@ -26,8 +26,8 @@ from tests.support import make_samples as _make_samples
 from transports.hub import Hub
 from transports.options import NoOptions
 from transports.resume import ResumeToken, parse_event_id
-from transports.settings import Settings
-from transports.sse import SampleEvents, SSEServer
+from transports.settings import Settings, SettingsError
+from transports.sse import SSE, SampleEvents, SSEOptions, SSEServer, retry_hint_s
 from transports.sse import connect as _connect
 from transports.sse_wire import (
     format_events,
@@ -163,13 +163,100 @@ async def test_last_event_id_places_the_stream() -> None:
         same_epoch = await _read_raw(
             _url(server), b"id: c0ffee:12\n", {"Last-Event-ID": "c0ffee:9"}
         )
-        assert same_epoch.startswith(b"retry: 10\n\nid: c0ffee:10\ndata: {")
+        assert same_epoch.startswith(b"retry: 100\n\nid: c0ffee:10\ndata: {")
         other_epoch = await _read_raw(_url(server), b"id: c0ffee:0\n", {"Last-Event-ID": "beef:99"})
-        assert other_epoch.startswith(b"retry: 10\n\nid: c0ffee:0\n")
+        assert other_epoch.startswith(b"retry: 100\n\nid: c0ffee:0\n")
         # Through the client: it sends the header itself.
         async with connect("127.0.0.1", server.port, ResumeToken(EPOCH, 44), FAST) as stream:
             got = [await anext(stream) for _ in range(5)]
         assert got == _samples(45, 5)
+
+
+async def test_a_last_event_id_query_resumes_where_no_header_can() -> None:
+    # A new EventSource cannot set headers: the live page sends its position in the query.
+    async with _server() as server:
+        _publish(server.hub, 50)
+        body = await _read_raw(_url(server, "/events?lastEventId=c0ffee:30"), b"id: c0ffee:32\n")
+        assert body.startswith(b"retry: 100\n\nid: c0ffee:31\n")
+        # The browser's own reconnect sends the header, newer than the query: it wins.
+        newer = await _read_raw(
+            _url(server, "/events?lastEventId=c0ffee:30"),
+            b"id: c0ffee:42\n",
+            {"Last-Event-ID": "c0ffee:40"},
+        )
+        assert newer.startswith(b"retry: 100\n\nid: c0ffee:41\n")
+        async with httpx.AsyncClient() as client:
+            bad = await client.get(_url(server, "/events?lastEventId=nope"))
+        assert bad.status_code == 400
+        assert bad.text.startswith("bad resume token: lastEventId: event id must be EPOCH:SEQ")
+
+
+@pytest.mark.parametrize(
+    ("settings", "options", "retry"),
+    [
+        # By default the backoff cap: a crowd of browsers retries at a pace a server survives.
+        (Settings(), SSEOptions(), b"retry: 5000\n\n"),
+        (Settings(backoff_cap_s=30.0), SSEOptions(), b"retry: 30000\n\n"),
+        (Settings(), SSEOptions(retry_s=2.5), b"retry: 2500\n\n"),
+    ],
+)
+async def test_the_retry_hint_comes_from_the_settings(
+    settings: Settings, options: SSEOptions, retry: bytes
+) -> None:
+    assert retry_hint_s(settings, options) * 1000 == int(retry[7:-2])
+    assert SSE.keepalive_in_force(settings, options)["browser_retry_s"] == int(retry[7:-2]) / 1000
+    async with serving(SSEServer, settings, options) as server:
+        assert (await _read_raw(_url(server), b"\n\n")).startswith(retry)
+
+
+async def test_the_retry_option_is_checked() -> None:
+    with pytest.raises(SettingsError, match="retry_s"):
+        SSE.with_options({"retry_s": 0})
+
+
+async def test_origins_get_cors_answers_or_403() -> None:
+    allowed = {"Origin": "http://localhost:5173"}
+    refused = {"Origin": "http://evil.test"}
+    async with _server(FAST.with_changes(heartbeat_s=0.05)) as server:
+        # An allowed page: its origin echoed, on the stream and on an error answer alike.
+        body = await _read_raw(_url(server), b": ping\n\n", allowed)
+        assert body.startswith(b"retry: ")
+        async with httpx.AsyncClient() as client:
+            async with client.stream("GET", _url(server), headers=allowed) as response:
+                assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
+                assert response.headers["vary"] == "Origin"
+            bad = await client.get(_url(server), headers={**allowed, "Last-Event-ID": "x"})
+            assert bad.status_code == 400
+            assert bad.headers["access-control-allow-origin"] == "http://localhost:5173"
+            # A refused page: 403, never an Access-Control-Allow-Origin, nothing subscribed.
+            no = await client.get(_url(server), headers=refused)
+            assert no.status_code == 403
+            assert "access-control-allow-origin" not in no.headers
+            assert no.text.startswith("origin not allowed: 'http://evil.test'")
+            assert server.hub.subscriber_count == 0
+            # Preflights: 204 with what a page may send (Last-Event-ID among it), or 403.
+            ask = {"Access-Control-Request-Method": "GET"}
+            yes = await client.options(_url(server), headers={**allowed, **ask})
+            assert yes.status_code == 204
+            assert "Last-Event-ID" in yes.headers["access-control-allow-headers"]
+            assert yes.headers["access-control-allow-origin"] == "http://localhost:5173"
+            nope = await client.options(_url(server), headers={**refused, **ask})
+            assert nope.status_code == 403
+            assert "access-control-allow-origin" not in nope.headers
+    configured = FAST.with_changes(allow_origins=("http://evil.test",))
+    async with _server(configured) as server, httpx.AsyncClient() as client:
+        async with client.stream("GET", _url(server), headers=refused) as response:
+            assert response.status_code == 200
+            assert response.headers["access-control-allow-origin"] == "http://evil.test"
+
+
+async def test_the_live_page_is_served_at_the_root() -> None:
+    async with _server() as server, httpx.AsyncClient() as client:
+        page = await client.get(_url(server, "/"))
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "new EventSource(" in page.text
+    assert '"transport":"sse"' in page.text and '"backoff_cap_s":0.1' in page.text
 
 
 async def test_bad_last_event_id_gets_400_with_the_reason() -> None:
@@ -189,7 +276,7 @@ async def test_other_paths_get_404_and_full_server_503() -> None:
     settings = FAST.with_changes(max_connections=1)
     async with _server(settings) as server:
         async with httpx.AsyncClient() as client:
-            assert (await client.get(_url(server, "/"))).status_code == 404
+            assert (await client.get(_url(server, "/nothing"))).status_code == 404
             assert (await client.get(_url(server, "/events/x"))).status_code == 404
         # uvicorn counts every open connection, an idle keep-alive one too: that one is closed.
         async with connect("127.0.0.1", server.port, None, settings) as stream:
@@ -206,7 +293,7 @@ async def test_comment_pings_arrive_and_the_client_skips_them() -> None:
     settings = FAST.with_changes(heartbeat_s=0.05)
     async with _server(settings) as server:
         body = await _read_raw(_url(server), b": ping\n\n: ping\n\n")
-        assert body.startswith(b"retry: 10\n\n")
+        assert body.startswith(b"retry: 100\n\n")
         async with connect("127.0.0.1", server.port, None, settings) as stream:
             _publish(server.hub, 1)
             first = await anext(stream)
@@ -215,7 +302,7 @@ async def test_comment_pings_arrive_and_the_client_skips_them() -> None:
             _publish(server.hub, 1)
             second = await anext(stream)
         assert [first.seq, second.seq] == [0, 1]
-        assert stream.retry_ms == 10
+        assert stream.retry_ms == 100
 
 
 async def test_silent_server_raises_peer_silent() -> None:

@@ -211,11 +211,35 @@ async def test_client_declares_a_silent_server_dead(fake_server: FakeServer) -> 
 async def test_server_drops_a_client_whose_heartbeats_stop() -> None:
     settings = QUIET.with_changes(heartbeat_s=0.05, dead_after_s=0.3)
     async with _server(settings) as server:
-        # A hand-made client: hello, then no heartbeat, reading what the server sends.
-        lines, _ = await _raw_exchange(server.port, b"{}\n")
+        # A hand-made client: hello and one heartbeat, then silence, reading what comes.
+        lines, _ = await _raw_exchange(server.port, b"{}\n" + encode_heartbeat(1))
     assert isinstance(lines[-1], ServerError), lines[-1:]
     assert lines[-1].message.startswith("peer silent: no heartbeat from the client")
     assert all(isinstance(line, Heartbeat) for line in lines[:-1])
+
+
+@pytest.mark.parametrize("half_close", [False, True], ids=["stdin-open", "half-closed"])
+async def test_a_read_only_client_keeps_receiving(half_close: bool) -> None:
+    """``printf '{}\\n' | nc`` sends no heartbeat; ``nc -N`` and ``socat`` half-close as well."""
+    settings = QUIET.with_changes(heartbeat_s=0.05, dead_after_s=0.3)
+    async with _server(settings) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with sock, sock.makefile("rb") as reader:
+            sock.sendall(b"{}\n")
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)  # EOF on stdin: "no more lines from me"
+            await wait_until(lambda: server.hub.subscriber_count == 1, 5, "the subscription")
+            # Well past the dead-peer timeout, the stream goes on: heartbeats, then samples.
+            loop = asyncio.get_running_loop()
+            lines = [await loop.run_in_executor(None, reader.readline) for _ in range(12)]
+            server.hub.publish(_samples(0, 3))
+            lines += [await loop.run_in_executor(None, reader.readline) for _ in range(30)]
+            assert server.hub.subscriber_count == 1
+        # The client gone for good: the server's next writes fail and it lets go.
+        await wait_until(lambda: server.hub.subscriber_count == 0, 5, "the server to let go")
+    decoded = [decode_server_line(line.rstrip(b"\n")) for line in lines]
+    assert not [line for line in decoded if isinstance(line, ServerError)]
+    assert [line for line in decoded if isinstance(line, Sample)] == _samples(0, 3)
 
 
 @pytest.mark.parametrize(

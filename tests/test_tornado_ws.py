@@ -7,9 +7,11 @@ import base64
 import os
 import time
 
+import httpx
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from model.sample import decode_sample
 from tests.support import FAST, running_server, serving
@@ -120,3 +122,38 @@ async def test_a_peer_that_never_answers_pings_is_closed_after_the_capped_timeou
             writer.close()
     assert opcodes[0] == 0x9 and opcodes[-1] == 0x8  # pinged, then closed
     assert 0.2 <= elapsed < 5.0
+
+
+async def test_the_origin_policy_judges_the_handshake() -> None:
+    # A slow stream: these clients read one sample, and close without a backlog to drain.
+    async with running_server(WS, rate_hz=20) as server:
+        url = f"ws://127.0.0.1:{server.port}/websocket/"
+        # A refused page: 403 to the handshake, so its WebSocket never opens.
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(url, origin=Origin("http://evil.test"))
+        assert refused.value.response.status_code == 403
+        # Loopback pages, the server's own page and non-browsers (no Origin) are served.
+        for origin in ("http://localhost:3000", f"http://127.0.0.1:{server.port}", None):
+            sent = None if origin is None else Origin(origin)
+            async with asyncio.timeout(10), websockets.connect(url, origin=sent) as ws:
+                decode_sample(await ws.recv())
+    allowed = FAST.with_changes(allow_origins=("http://evil.test",))
+    async with running_server(WS, allowed, rate_hz=20) as server:
+        url = f"ws://127.0.0.1:{server.port}/websocket/"
+        async with asyncio.timeout(10):
+            async with websockets.connect(url, origin=Origin("http://evil.test")) as ws:
+                decode_sample(await ws.recv())
+
+
+@pytest.mark.parametrize("name", ["tornado-ws", "tornado-ws-seed"])
+async def test_the_live_page_is_served_at_the_root(name: str) -> None:
+    async with running_server(get(name)) as server:
+        async with httpx.AsyncClient() as client:
+            page = await client.get(f"http://127.0.0.1:{server.port}/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "new WebSocket(" in page.text
+    # The seed's page keeps the seed's ways: its name, a fixed 3 s retry, no resume.
+    assert f'"transport":"{name}"' in page.text
+    if name == "tornado-ws-seed":
+        assert '"resume":false' in page.text and '"backoff_jitter":false' in page.text

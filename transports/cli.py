@@ -3,10 +3,16 @@
 Settings and the transport's options come from ``--settings-json DOC`` (one JSON document,
 for programs: see :mod:`transports.config`), then ``--set KEY=VALUE`` on top (for people;
 KEY is a shared setting or one of the transport's options). ``serve --ready-json`` adds one
-JSON readiness line (:mod:`transports.announce`) after the human ``serving ...`` line.
+JSON readiness line (:mod:`transports.announce`) after the human ``serving ...`` line;
+``serve --allow-origin ORIGIN`` (repeatable) adds to the ``allow_origins`` setting, the web
+pages besides the server's own and loopback ones that may read the stream
+(:mod:`transports.origins`).
 
-Errors a user can cause (unknown transport, bad option or setting, port in use, no server
-within ``--wait``) are one line on stderr and exit code 2; Ctrl-C exits quietly with 130.
+Errors a user can cause (unknown transport, bad option or setting, a malformed ``--epoch``,
+port in use, no server within ``--wait``) are one line on stderr and exit code 2; Ctrl-C exits
+quietly with 130. ``serve`` stops cleanly (every connection closed, the port released) on
+SIGINT (exit 130) and SIGTERM (exit 0), also when started with SIGINT ignored, as a script's
+background job is.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from model.errors import NotThisProtocol, StreamError, WaitExpired
+from model.errors import CertificateInvalid, NotThisProtocol, StreamError, WaitExpired
 from model.posterior import BetaBinomial
 from model.sample import is_epoch
 from model.source import BernoulliSource
@@ -41,11 +47,14 @@ from transports.registry import TRANSPORTS, UnknownTransport, get
 from transports.resume import ResumeToken
 from transports.settings import Settings, SettingsError, field_names
 from transports.sockets import url_host
+from transports.tls import TlsConfigError, TlsSettings, client_context, server_context
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Signals that stop ``serve`` cleanly: every connection closed, the port released.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class UsageError(Exception):
@@ -79,7 +88,35 @@ def _configuration(transport: Transport, args: argparse.Namespace) -> tuple[Sett
         (setting_changes if key in setting_keys else option_changes)[key] = value
     settings = Settings.from_mapping(setting_changes, settings, strict=False)
     options = replace_options(options, option_changes, strict=False)
+    allowed = getattr(args, "allow_origin", [])
+    if allowed:
+        try:
+            settings = settings.with_changes(allow_origins=(*settings.allow_origins, *allowed))
+        except SettingsError as exc:
+            raise UsageError(f"--allow-origin: {exc}".replace("allow_origins: ", "")) from None
+    tls = _tls(args)
+    if tls is not None:
+        settings = settings.with_changes(tls=tls)
     return transport.settings(settings), options
+
+
+def _tls(args: argparse.Namespace) -> TlsSettings | None:
+    """``--tls`` with its files, checked now: a file that cannot be used is a usage error."""
+    files = {k: getattr(args, k, None) for k in ("certfile", "keyfile", "cafile")}
+    if not args.tls:
+        given = [f"--{k}" for k, v in files.items() if v is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} only make sense with --tls")
+        return None
+    tls = TlsSettings(**files)
+    try:
+        if args.command == "serve":
+            server_context(tls)
+        else:
+            client_context(tls)
+    except TlsConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return tls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
             help='{"settings": {...}, "options": {...}} as one JSON document (see '
             "transports/config.py); --set applies on top",
         )
+        p.add_argument("--tls", action="store_true", help="TLS around the connection")
 
     serve = sub.add_parser("serve", help="publish the Bernoulli stream over one transport")
     common(serve)
@@ -113,6 +151,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0, help="seed of the source")
     serve.add_argument("--epoch", help="epoch name, 1-64 lowercase hex digits (default: random)")
     serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN read the stream (scheme://host[:port], "
+        "scheme://host:* or *; repeatable); the server's own page and loopback pages always may",
+    )
+    serve.add_argument("--certfile", metavar="F", help="with --tls: the server's certificate (PEM)")
+    serve.add_argument("--keyfile", metavar="F", help="with --tls: its private key (PEM)")
+    serve.add_argument(
         "--ready-json",
         action="store_true",
         help='also print {"ready": {...}} as one JSON line once listening (for programs)',
@@ -120,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
 
     listen = sub.add_parser("listen", help="receive the stream and print the posterior")
     common(listen)
+    listen.add_argument(
+        "--cafile", metavar="F", help="with --tls: the CA to trust (default: the system's)"
+    )
     listen.add_argument("--count", type=int, help="exit 0 after this many samples")
     listen.add_argument("--json", action="store_true", help="one JSON object per line")
     listen.add_argument(
@@ -155,13 +206,23 @@ async def _serve(
         if exc.errno == errno.EADDRINUSE:
             raise UsageError(f"port {port} on {args.host} is in use") from None
         raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
+    stopped_by: list[signal.Signals] = []
     stop = asyncio.Event()
-    # Installed before the readiness line: whoever reads it may send SIGTERM at once.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    def stop_on(signum: signal.Signals) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    # Installed before the readiness line: whoever reads it may signal at once. SIGINT too,
+    # and over an inherited SIG_IGN (a server started in the background from a script).
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop_on, signum)
     rate = transport.default_rate_hz if args.rate is None else args.rate
     print(
         f"serving {transport.name} on {url_host(args.host)}:{server.port} "
-        f"url={transport.url(args.host, server.port)} epoch={epoch} rate={rate:g}/s "
+        f"url={transport.url(args.host, server.port, tls=settings.tls is not None)} "
+        f"epoch={epoch} rate={rate:g}/s "
         f"p={args.p} seed={args.seed} fds={fds if fds is not None else 'unlimited'} "
         f"max_connections={settings.max_connections}",
         flush=True,
@@ -179,7 +240,10 @@ async def _serve(
         publisher.cancel()
         stopping.cancel()
         await server.stop()
-    return 0
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    # Ctrl-C ends serve as it ends listen (130); SIGTERM is a plain stop.
+    return EXIT_INTERRUPTED if signal.SIGINT in stopped_by else 0
 
 
 def _format(sample_seq: int, value: int, post: BetaBinomial, as_json: bool, epoch: str) -> str:
@@ -208,7 +272,7 @@ async def _listen(
     transport: Transport, args: argparse.Namespace, settings: Settings, options: Options
 ) -> int:
     port = transport.default_port if args.port is None else args.port
-    url = transport.url(args.host, port)
+    url = transport.url(args.host, port, tls=settings.tls is not None)
     # What stderr last said about a failure: each kind is said once, not once per attempt
     # (a server that refuses would otherwise print a line every backoff).
     said: FailureKind | None = None
@@ -226,7 +290,8 @@ async def _listen(
             said = None  # a stream that ran: what fails next is news again
             print(f"connection lost ({printable(event.reason)}); reconnecting", file=sys.stderr)
             return
-        if event.kind == said or event.kind == "not-this-protocol":  # the latter ends listen
+        if event.kind == said or event.kind in ("not-this-protocol", "certificate"):
+            return  # the same news again, or a failure that ends listen (said there)
             return
         said = event.kind
         within = "" if client.received else f" for up to {args.wait:g} s"
@@ -261,6 +326,9 @@ async def _listen(
         raise UsageError(f"no sample from {url} within {args.wait:g} s{why}") from None
     except NotThisProtocol as exc:
         message = f"{url} does not speak {transport.name}: {printable(str(exc))}"
+        raise UsageError(message) from None
+    except CertificateInvalid as exc:  # final: retrying would refuse the same certificate
+        message = f"the certificate of {url} does not verify: {printable(str(exc))}"
         raise UsageError(message) from None
     return 0
 

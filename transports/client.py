@@ -208,7 +208,9 @@ class StreamClient:
             last = failure
             kind = failure_kind(failure)
             reason = f"{type(failure).__name__}: {failure}" if connected else str(failure)
-            final = kind == "not-this-protocol" and not self.received
+            # Neither a peer speaking another protocol nor a certificate we refuse gets better
+            # by retrying (a certificate is refused at every connect, samples or not).
+            final = (kind == "not-this-protocol" and not self.received) or kind == "certificate"
             delay = None if final else self._backoff.next_delay()
             if deadline is not None and not self.received and delay is not None:
                 # Never sleep past the wait: the last attempt comes right at its end.

@@ -56,7 +56,9 @@ def unreachable(message: str, exc: BaseException) -> StreamError:
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return CertificateInvalid(f"{message}: {cause.verify_message or cause}")
+            # aiohttp's subclass has no verify_message of its own
+            reason = getattr(cause, "verify_message", None) or cause
+            return CertificateInvalid(f"{message}: {reason}")
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return ServerUnavailable(f"{message}: {exc!r}" if not str(exc) else f"{message}: {exc}")

@@ -4,11 +4,16 @@ Server: an aiohttp app answering ``GET /samples?epoch=E&since=SEQ[&wait=SECONDS]
 array of at most ``settings.batch`` wire-form samples, oldest first (which ones:
 :mod:`transports.poll_query`). With ``wait`` it holds the request until a sample the client
 lacks exists or the wait (capped at the long-poll ``wait_s`` option) ends, then answers (``[]``
-if nothing came). A malformed query gets 400 with a plain-text reason, other paths 404; the
-answers come from :mod:`transports.rejections`. The connection limit judges a connection once,
-at its first request: past ``settings.max_connections`` connections already served, a
-newcomer gets 503 (and its connection closed), and pollers already being served never do,
-however many idle sockets pile up. A connection whose first request head has not arrived
+if nothing came). A malformed query gets 400 with a plain-text reason (parameters it does not
+know, such as a browser library's cache buster ``_=123``, are ignored), other paths 404; the
+answers come from :mod:`transports.rejections`. Pages from other origins are judged by the
+shared policy (:mod:`transports.origins`): an allowed one gets CORS headers and a preflight
+``OPTIONS`` its 204, a refused one 403 without them. ``GET /`` serves the live page
+(:mod:`transports.page`), polling or long polling as the server's options say. The
+connection limit judges a connection once, at its first request: past
+``settings.max_connections`` connections already served, a newcomer gets 503 (and its
+connection closed), and pollers already being served never do, however many idle sockets
+pile up. A connection whose first request head has not arrived
 within ``settings.header_timeout_s`` is dropped; later, idle keep-alive connections are closed
 after ``settings.dead_after_s`` (aiohttp's own default when that is None), so dead clients do
 not pile up. Request lines and headers are bounded by aiohttp's limits (8190 bytes; 400 past
@@ -72,6 +77,8 @@ from transports.contract import Features, Transport
 from transports.failures import unreachable
 from transports.hub import Hub
 from transports.options import Options
+from transports.origins import OriginPolicy
+from transports.page import PAGE_HEADERS, PAGE_PATH, PageConfig, render_page
 from transports.poll_query import answer_range, format_poll_query, parse_poll_query, wanted_seq
 from transports.rejections import http_refusal
 from transports.resume import ResumeToken
@@ -84,6 +91,7 @@ from transports.sockets import (
     tune_accepted,
     url_host,
 )
+from transports.tls import HTTP1, client_ssl, server_ssl
 
 __all__ = [
     "LONG_POLL",
@@ -123,6 +131,14 @@ class LongPollOptions(Options, frozen=True, forbid_unknown_fields=True, kw_only=
 def _idle_timeout_s(settings: Settings) -> float:
     """When the server closes an idle keep-alive connection: a dead poller's is not kept."""
     return _AIOHTTP_KEEPALIVE_S if settings.dead_after_s is None else settings.dead_after_s
+
+
+def _page_config(settings: Settings, options: Options) -> PageConfig:
+    """The live page polls as this server's options say: long polls for ``long-poll``."""
+    if isinstance(options, LongPollOptions):
+        return PageConfig.from_settings("long-poll", settings, wait_s=_held_s(settings, options))
+    interval_s = options.interval_s if isinstance(options, PollOptions) else None
+    return PageConfig.from_settings("poll", settings, interval_s=interval_s)
 
 
 def _max_wait_s(options: Options) -> float:
@@ -198,6 +214,7 @@ class _OneLine(logging.Filter):
         return True
 
 
+_log = logging.getLogger(__name__)
 #: The aiohttp server's own log (unparsable requests), one line per event.
 _http_log = logging.getLogger(__name__ + ".http")
 _http_log.addFilter(_OneLine())
@@ -232,10 +249,14 @@ class PollingServer:
         #: Polls answered with samples (or none): how busy pollers kept the server.
         self.polls_answered = 0
         self._newcomers = _Newcomers(settings.max_connections, settings.header_timeout_s)
+        self.origins = OriginPolicy.from_settings(settings)
+        self._page = render_page(_page_config(settings, options))
         self.app = web.Application(
             middlewares=[_admitting(self._newcomers, settings.max_connections)]
         )
         self.app.router.add_get(PATH, self._samples)
+        self.app.router.add_route("OPTIONS", PATH, self._preflight)
+        self.app.router.add_get(PAGE_PATH, self._serve_page)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -261,7 +282,9 @@ class PollingServer:
         try:
             for sock in sockets:
                 # aiohttp listens again on the socket, with this backlog (its own default: 128).
-                await web.SockSite(runner, sock, backlog=BACKLOG).start()
+                await web.SockSite(
+                    runner, sock, backlog=BACKLOG, ssl_context=server_ssl(self.settings.tls, HTTP1)
+                ).start()
         except BaseException:
             for sock in sockets:
                 sock.close()
@@ -301,7 +324,31 @@ class PollingServer:
         setattr(server, "connection_made", connection_made)  # noqa: B010 - on this instance
         setattr(server, "connection_lost", connection_lost)  # noqa: B010
 
+    async def _serve_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._page, headers=PAGE_HEADERS)
+
+    async def _preflight(self, request: web.Request) -> web.Response:
+        headers = request.headers
+        answer = self.origins.preflight(
+            headers.get("Origin"),
+            headers.get("Host"),
+            headers.get("Access-Control-Request-Method"),
+            private_network=headers.get("Access-Control-Request-Private-Network") == "true",
+        )
+        return web.Response(status=answer.status, text=answer.reason, headers=answer.headers)
+
     async def _samples(self, request: web.Request) -> web.Response:
+        origin, own = request.headers.get("Origin"), request.headers.get("Host")
+        if not self.origins.allows(origin, own):
+            _log.info("refusing %s: %s", PATH, self.origins.refusal(origin))
+            return web.Response(
+                status=403, text=self.origins.refusal(origin) + "\n", headers={"Vary": "Origin"}
+            )
+        response = await self._answer(request)
+        response.headers.update(self.origins.cors_headers(origin, own))
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         hub, settings = self.hub, self.settings
         try:
             query = parse_poll_query(request.query.items(), self.max_wait_s)
@@ -445,8 +492,8 @@ def _held_s(settings: Settings, options: Options) -> float | None:
     """
     if not isinstance(options, LongPollOptions):
         return None
-    beat = settings.heartbeat_s
-    return options.wait_s if beat is None else min(options.wait_s, beat)
+    beat = settings.heartbeat_s  # 0 or None: heartbeats off, the wait alone
+    return min(options.wait_s, beat) if beat else options.wait_s
 
 
 def _request_timeout_s(settings: Settings, options: Options) -> float | None:
@@ -461,9 +508,10 @@ def _request_timeout_s(settings: Settings, options: Options) -> float | None:
 async def _connect(
     host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[AsyncIterator[Sample]]:
-    connector = aiohttp.TCPConnector(limit=1)
+    tls = client_ssl(settings.tls, HTTP1)
+    connector = aiohttp.TCPConnector(limit=1, ssl=tls if tls is not None else True)
     guard = _OneConnection()
-    url = f"http://{url_host(host)}:{port}{PATH}"
+    url = f"{'http' if tls is None else 'https'}://{url_host(host)}:{port}{PATH}"
     session = aiohttp.ClientSession(
         connector=connector,
         trace_configs=[guard.trace],

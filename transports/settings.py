@@ -20,6 +20,9 @@ from typing import Any
 
 import msgspec
 
+from transports.origins import OriginError, normalize_patterns
+from transports.tls import TlsSettings
+
 __all__ = ["Settings", "SettingsError", "field_names", "naming"]
 
 MiB = 1 << 20
@@ -68,6 +71,13 @@ class Settings:
     #: WebSocket upgrade, tcp hello) before closing it: an idle or dripping peer (slowloris)
     #: would otherwise hold its socket, and on some servers a connection slot, forever.
     header_timeout_s: float = 10.0
+    #: Origins whose web pages may read the stream beyond the server's own page and loopback
+    #: pages (``--allow-origin``): ``scheme://host[:port]``, ``scheme://host:*`` or ``*``.
+    #: One policy for every browser transport: :mod:`transports.origins`.
+    allow_origins: tuple[str, ...] = ()
+    #: TLS around every connection (``--tls``): the server's certificate and key, the CA a
+    #: client trusts (:mod:`transports.tls`). None: plain TCP.
+    tls: TlsSettings | None = None
 
     def __post_init__(self) -> None:
         for name, rule in _RULES.items():
@@ -167,6 +177,21 @@ def _count(low: int, high: int) -> Callable[[str, object], int]:
     return check
 
 
+def _origins(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, tuple | list):
+        raise SettingsError(f"{name} must be a list of origins, got {value!r}")
+    try:
+        return normalize_patterns(value)
+    except OriginError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _tls(name: str, value: object) -> TlsSettings | None:
+    if value is not None and not isinstance(value, TlsSettings):
+        raise SettingsError(f"{name} must hold certfile, keyfile and cafile paths, got {value!r}")
+    return value
+
+
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(f"{name} must be true or false, got {value!r}")
@@ -190,4 +215,6 @@ _RULES: dict[str, _Rule] = {
     "batch": _count(1, 100_000_000),
     "connect_timeout_s": _seconds(zero_means_off=False),
     "header_timeout_s": _seconds(zero_means_off=False),
+    "allow_origins": _origins,
+    "tls": _tls,
 }

@@ -2,8 +2,15 @@
 
 Server: ``GET /events`` answers ``text/event-stream``; each sample is one event with
 ``id: EPOCH:SEQ`` and ``data:`` its wire JSON, a whole hub batch per chunk. The stream opens with
-``retry:`` (the shared backoff base) and carries a comment ping every ``heartbeat_s``. A
-``Last-Event-ID: EPOCH:SEQ`` header resumes (sse-starlette leaves the header to the app).
+``retry:``, how long a browser's EventSource waits before it reconnects: the ``retry_s``
+option, by default the shared ``backoff_cap_s`` (a browser retries at that fixed pace, with no
+backoff of its own, so a crowd of them must be given a pace the server can live with), and
+carries a comment ping every ``heartbeat_s``. A ``Last-Event-ID: EPOCH:SEQ`` header resumes
+(sse-starlette leaves the header to the app); without it, a ``lastEventId`` query parameter
+does, since a new ``EventSource`` cannot set headers (its own reconnects send the header,
+which wins). Pages from other origins are judged by the shared policy
+(:mod:`transports.origins`): an allowed one gets CORS headers and a preflight ``OPTIONS`` its
+204, a refused one 403 without them. ``GET /`` serves the live page (:mod:`transports.page`).
 Answers (from :mod:`transports.rejections`): 400 for a malformed ``Last-Event-ID`` or a request
 body, 503 when full (the hub's limit: streams count, idle or half-sent connections do not),
 404 elsewhere, 400 from uvicorn for a request it cannot parse or whose head exceeds
@@ -26,12 +33,13 @@ import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
 from functools import cache, partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import h11
 import httpcore
 import httpx
+import msgspec
 import uvicorn
 from httpx_sse import EventSource, aconnect_sse
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -60,7 +68,9 @@ from transports.contract import Features, Transport
 from transports.deadline import read_within
 from transports.failures import unreachable
 from transports.hub import Hub, Subscription
-from transports.options import NoOptions, Options
+from transports.options import Options
+from transports.origins import OriginPolicy
+from transports.page import PAGE_HEADERS, PAGE_PATH, PageConfig, render_page
 from transports.rejections import http_refusal
 from transports.resume import ResumeToken, format_event_id
 from transports.settings import Settings
@@ -80,15 +90,40 @@ from transports.sse_wire import (
     sample_of,
     token_from_header,
 )
+from transports.tls import HTTP1, client_ssl, uvicorn_tls
 
-__all__ = ["SSE", "SSEServer", "SampleEvents", "connect", "keepalive_params"]
+__all__ = [
+    "SSE",
+    "SSEOptions",
+    "SSEServer",
+    "SampleEvents",
+    "connect",
+    "keepalive_params",
+    "retry_hint_s",
+]
 
 PATH = "/events"
+#: The query parameter carrying a resume token where no ``Last-Event-ID`` header can.
+LAST_EVENT_ID_PARAMETER = "lastEventId"
 _log = logging.getLogger(__name__)
 #: How long a stopping server waits for its streams to end before aborting what is left.
 _STOP_GRACE_S = 1.0
 #: Most bytes of an error response's body quoted in a client's error.
 _EXCERPT = 200
+
+
+class SSEOptions(Options, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What only the sse transport needs."""
+
+    #: The ``retry:`` hint: how long a browser's EventSource waits before reconnecting.
+    #: None: the shared ``backoff_cap_s``.
+    retry_s: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] | None = None
+
+
+def retry_hint_s(settings: Settings, options: Options) -> float:
+    """The ``retry:`` hint the server sends: the option, or the backoff cap."""
+    retry_s = options.retry_s if isinstance(options, SSEOptions) else None
+    return settings.backoff_cap_s if retry_s is None else retry_s
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -138,10 +173,13 @@ def _ping() -> ServerSentEvent:
 class _SampleStream(EventSourceResponse):
     """One subscriber's event stream; ends cleanly when the server stops."""
 
-    def __init__(self, owner: SSEServer, subscription: Subscription) -> None:
+    def __init__(
+        self, owner: SSEServer, subscription: Subscription, headers: Mapping[str, str]
+    ) -> None:
         settings = owner.settings
         super().__init__(
-            self._chunks(subscription, settings.backoff_base_s),
+            self._chunks(subscription, owner.retry_s),
+            headers=headers,
             ping=settings.heartbeat_s,
             sep=LINE_END,
             ping_message_factory=_ping,
@@ -193,20 +231,29 @@ class _SampleStream(EventSourceResponse):
                 pass
 
 
-def _refuse(error: StreamError) -> Response:
+def _refuse(error: StreamError, headers: Mapping[str, str]) -> Response:
     status, text = http_refusal(error)
-    return PlainTextResponse(text, status_code=status)
+    return PlainTextResponse(text, status_code=status, headers=headers)
 
 
 class SSEServer:
-    """uvicorn serving a starlette app with the event stream at ``/events``."""
+    """uvicorn serving a starlette app with the event stream at ``/events``, the page at ``/``."""
 
     def __init__(
         self, hub: Hub, host: str, port: int, settings: Settings, options: Options
     ) -> None:
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
+        self.retry_s = retry_hint_s(settings, options)
+        self.origins = OriginPolicy.from_settings(settings)
         self.streams: set[_SampleStream] = set()
-        self.app = Starlette(routes=[Route(PATH, self._events, methods=["GET"])])
+        self._page = render_page(PageConfig.from_settings("sse", settings))
+        self.app = Starlette(
+            routes=[
+                Route(PATH, self._events, methods=["GET"]),
+                Route(PATH, self._preflight, methods=["OPTIONS"]),
+                Route(PAGE_PATH, self._serve_page, methods=["GET"]),
+            ]
+        )
         self._uvicorn: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -214,19 +261,43 @@ class SSEServer:
     def port(self) -> int:
         return self._port
 
+    async def _serve_page(self, request: Request) -> Response:
+        return Response(self._page, headers=PAGE_HEADERS)
+
+    async def _preflight(self, request: Request) -> Response:
+        headers = request.headers
+        answer = self.origins.preflight(
+            headers.get("origin"),
+            headers.get("host"),
+            headers.get("access-control-request-method"),
+            private_network=headers.get("access-control-request-private-network") == "true",
+        )
+        return PlainTextResponse(answer.reason, answer.status, headers=answer.headers)
+
     async def _events(self, request: Request) -> Response:
         headers = request.headers
+        origin = headers.get("origin")
+        if not self.origins.allows(origin, headers.get("host")):
+            _log.info("refusing %s: %s", PATH, self.origins.refusal(origin))
+            return PlainTextResponse(
+                self.origins.refusal(origin) + "\n", 403, headers={"Vary": "Origin"}
+            )
+        cors = self.origins.cors_headers(origin, headers.get("host"))
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-            return _refuse(ProtocolError(f"GET {PATH} takes no request body"))
+            return _refuse(ProtocolError(f"GET {PATH} takes no request body"), cors)
         client = request.scope.get("client")
+        header = headers.get("last-event-id")
+        source = "Last-Event-ID"
+        if header is None and LAST_EVENT_ID_PARAMETER in request.query_params:
+            header, source = request.query_params[LAST_EVENT_ID_PARAMETER], LAST_EVENT_ID_PARAMETER
         try:
-            token = token_from_header(headers.get("last-event-id"))
+            token = token_from_header(header)
             subscription = self.hub.subscribe(token, on_overflow=partial(self.abort, client))
         except BadResumeToken as exc:
-            return _refuse(BadResumeToken(f"Last-Event-ID: {exc}"))
+            return _refuse(BadResumeToken(f"{source}: {exc}"), cors)
         except TooManyConnections as exc:
-            return _refuse(exc)
-        return _SampleStream(self, subscription)
+            return _refuse(exc, cors)
+        return _SampleStream(self, subscription, cors)
 
     @property
     def open_connections(self) -> int:
@@ -254,6 +325,7 @@ class SSEServer:
         async def started() -> None:
             ready.set()
 
+        certfile, keyfile = uvicorn_tls(self.settings.tls)
         config = uvicorn.Config(
             self.app,
             # h11 always: the same parser and limits whether or not httptools is installed.
@@ -272,6 +344,8 @@ class SSEServer:
             timeout_graceful_shutdown=1,
             # uvicorn calls this on its first tick after binding: our readiness signal.
             callback_notify=started,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
         )
         server = _EmbeddedUvicorn(config)
         serving = asyncio.create_task(server.serve(sockets=list[socket.socket](sockets)))
@@ -337,7 +411,7 @@ class SampleEvents:
     """The samples of one event-stream response.
 
     ``retry_ms`` records the server's latest ``retry:`` hint. The shared client keeps its own
-    backoff, which the server's hint mirrors (both come from ``backoff_base_s``).
+    backoff with jitter (the hint is for browsers, whose EventSource has none).
     """
 
     def __init__(self, source: EventSource, settings: Settings) -> None:
@@ -379,8 +453,8 @@ class SampleEvents:
             raise ConnectionLost(f"{type(exc).__name__}: {exc or 'connection broken'}") from exc
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{url_host(host)}:{port}{PATH}"
+def _url(host: str, port: int, tls: bool = False) -> str:
+    return f"{'https' if tls else 'http'}://{url_host(host)}:{port}{PATH}"
 
 
 async def _excerpt(response: httpx.Response) -> str:
@@ -467,9 +541,7 @@ class _Sniffer(httpcore.AsyncNetworkBackend):
         self.stream = _FirstBytes(await self._inner.connect_tcp(*args, **kwargs))
         return self.stream
 
-    async def connect_unix_socket(
-        self, *args: Any, **kwargs: Any
-    ) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
         return await self._inner.connect_unix_socket(*args, **kwargs)
 
     async def sleep(self, seconds: float) -> None:
@@ -480,8 +552,10 @@ class _Sniffer(httpcore.AsyncNetworkBackend):
         return b"" if self.stream is None else self.stream.first
 
 
-def _sniffing_transport() -> tuple[httpx.AsyncHTTPTransport, _Sniffer | None]:
-    transport = httpx.AsyncHTTPTransport(verify=_tls_context())
+def _sniffing_transport(
+    verify: ssl.SSLContext | None = None,
+) -> tuple[httpx.AsyncHTTPTransport, _Sniffer | None]:
+    transport = httpx.AsyncHTTPTransport(verify=verify or _tls_context())
     pool = getattr(transport, "_pool", None)  # httpx keeps its httpcore pool here
     backend = getattr(pool, "_network_backend", None)
     if not isinstance(backend, httpcore.AsyncNetworkBackend):
@@ -517,14 +591,14 @@ def _tls_context() -> ssl.SSLContext:
 async def connect(
     host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[SampleEvents]:
-    url = _url(host, port)
+    url = _url(host, port, tls=settings.tls is not None)
     # identity: the size limits count the bytes that arrive (see _check).
     headers = {"Accept-Encoding": "identity"}
     if token is not None:
         headers["Last-Event-ID"] = format_event_id(token.epoch, token.since)
     # No read timeout from httpx: the dead-peer deadline on each read is ours.
     timeout = httpx.Timeout(settings.connect_timeout_s, read=None)
-    transport, sniffer = _sniffing_transport()
+    transport, sniffer = _sniffing_transport(client_ssl(settings.tls, HTTP1))
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(
             httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -553,11 +627,13 @@ async def connect(
 
 
 def keepalive_params(settings: Settings, options: Options) -> Mapping[str, float | None]:
-    """Comment pings from the server, the client's read deadline, the server's send timeout."""
+    """Comment pings from the server, the client's read deadline, the server's send timeout,
+    and the ``retry:`` hint a browser's EventSource reconnects after."""
     return {
         "comment_ping_interval_s": settings.heartbeat_s or None,
         "read_timeout_s": settings.dead_after_s,
         "server_send_timeout_s": settings.dead_after_s,
+        "browser_retry_s": retry_hint_s(settings, options),
     }
 
 
@@ -571,7 +647,7 @@ SSE = Transport(
     ),
     serve=SSEServer,
     connect=connect,
-    options=NoOptions(),
+    options=SSEOptions(),
     dependencies=("starlette", "sse-starlette", "uvicorn", "httpx", "httpx-sse"),
     modules=("transports.sse", "transports.sse_wire"),
     baseline="sse-starlette",

@@ -9,12 +9,20 @@ A peer that breaks the rules gets a last ``{"error":"..."}`` line (its text from
 :mod:`transports.rejections`) and is closed; the server goes on serving the others. The rules:
 a hello within ``settings.header_timeout_s`` (every server's limit for a request head; the
 ``hello_timeout_s`` option, when set, overrides it for tcp alone), well-formed, no
-longer than ``settings.max_message_bytes``; after it the client sends only its own
-``{"heartbeat":NS}`` lines, every ``heartbeat_s``, and anything else is rejected. Heartbeats
-flow both ways so that each side notices a silent peer (a black hole) after ``dead_after_s``:
-the client from the server's samples and heartbeats, the server from the client's heartbeats
-(enforced when ``heartbeat_s`` is on; both sides run with the same settings). The client's EOF
-ends its stream (a half-closed client is a gone client).
+longer than ``settings.max_message_bytes``; after it the client may send only its own
+``{"heartbeat":NS}`` lines, and anything else is rejected.
+
+Client heartbeats are optional, so that a read-only client works: ``printf '{}\n' | nc`` (or
+``socat``, ``nc -N``, which half-close once stdin ends) keeps receiving. The client notices a
+silent server (a black hole) after ``dead_after_s`` from the server's samples and heartbeats.
+The server notices a silent client in one of two ways: a client that sends heartbeats (this
+module's does, the first with its hello, then every ``heartbeat_s``) is held to them once it
+sent its first (``dead_after_s`` without one ends it, when ``heartbeat_s`` is on); a client
+that sends none is left to the kernel, whose ``TCP_USER_TIMEOUT`` and keepalive
+(:func:`transports.sockets.tune_accepted`) abort a connection whose data stays
+unacknowledged, as they do for every transport. The client's EOF after its hello (a
+half-close) means "no more lines from me", not "gone": the stream goes on until a write fails.
+
 A subscriber that falls too far behind is cut the same way (it can resume). At the connection
 limit a newcomer gets ``{"error":"server full"}`` at once, without waiting for its hello.
 ``stop()`` ends every stream with a plain close (EOF), which clients treat as a lost connection.
@@ -67,6 +75,7 @@ from transports.rejections import rejection_text
 from transports.resume import ResumeToken
 from transports.settings import Settings
 from transports.sockets import BACKLOG, bound_port, listening_sockets, tune_accepted
+from transports.tls import client_ssl, server_ssl
 
 __all__ = ["TCP", "TcpOptions", "TcpServer", "connect", "keepalive_params"]
 
@@ -182,7 +191,15 @@ class TcpServer:
         try:
             # One asyncio server per address: start_server takes one socket.
             for sock in sockets:
-                server = await asyncio.start_server(self._handle, sock=sock, backlog=BACKLOG)
+                tls = server_ssl(self.settings.tls)
+                server = await asyncio.start_server(
+                    self._handle,
+                    sock=sock,
+                    backlog=BACKLOG,
+                    ssl=tls,
+                    # The handshake is part of the head: it gets the same deadline.
+                    ssl_handshake_timeout=self.settings.header_timeout_s if tls else None,
+                )
                 self._servers.append(server)
         except BaseException:
             for server in self._servers:
@@ -236,7 +253,7 @@ class TcpServer:
 
     async def _serve(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
         splitter = LineSplitter(self.settings.max_message_bytes)
-        token = await self._read_hello(reader, splitter)
+        token, heartbeats = await self._read_hello(reader, splitter)
         try:
             subscription = self.hub.subscribe(
                 token, on_overflow=lambda reason: connection.end(SubscriberOverflow(reason))
@@ -245,7 +262,7 @@ class TcpServer:
             raise _Rejected(exc) from exc
         tasks = [
             asyncio.create_task(self._pump(connection, subscription)),
-            asyncio.create_task(self._listen(connection, reader, splitter)),
+            asyncio.create_task(self._listen(connection, reader, splitter, heartbeats)),
         ]
         try:
             await connection.ended.wait()
@@ -257,7 +274,8 @@ class TcpServer:
 
     async def _read_hello(
         self, reader: asyncio.StreamReader, splitter: LineSplitter
-    ) -> ResumeToken | None:
+    ) -> tuple[ResumeToken | None, bool]:
+        """The hello's token, and whether heartbeat lines came with it."""
         try:
             async with asyncio.timeout(self.hello_timeout_s):
                 lines: list[bytes] = []
@@ -276,7 +294,7 @@ class TcpServer:
                 parse_client_line(line)
         except ProtocolError as exc:
             raise _Rejected(exc) from exc
-        return token
+        return token, len(lines) > 1
 
     async def _pump(self, connection: _Connection, subscription: Subscription) -> None:
         """Take a whole batch, write it in one go, wait once for the socket to take it."""
@@ -298,22 +316,32 @@ class TcpServer:
             connection.end()
 
     async def _listen(
-        self, connection: _Connection, reader: asyncio.StreamReader, splitter: LineSplitter
+        self,
+        connection: _Connection,
+        reader: asyncio.StreamReader,
+        splitter: LineSplitter,
+        heartbeats: bool,
     ) -> None:
-        """Check the client's heartbeats while the pump writes; notice EOF, reset, silence."""
+        """Check the client's lines while the pump writes; notice a reset, or silence from a
+        client that sends heartbeats (``heartbeats``: it sent some with its hello). Its EOF (a
+        half-close) only ends the listening."""
         settings = self.settings
-        dead_after_s = settings.dead_after_s if settings.heartbeat_s else None
+        # No deadline until a first heartbeat: a read-only client sends none, ever.
+        held_to = settings.dead_after_s if settings.heartbeat_s else None
+        deadline_s = held_to if heartbeats else None
         try:
-            while data := await read_within(reader.read(READ_CHUNK), dead_after_s):
-                for line in splitter.feed(data):
+            while data := await read_within(reader.read(READ_CHUNK), deadline_s):
+                lines = splitter.feed(data)
+                for line in lines:
                     parse_client_line(line)
+                if lines:
+                    deadline_s = held_to
         except PeerSilent as exc:
             connection.end(PeerSilent(f"no heartbeat from the client: {exc}"))
         except ProtocolError as exc:
             connection.end(exc)
         except (ConnectionError, OSError):
-            pass
-        connection.end()
+            connection.end()
 
 
 @asynccontextmanager
@@ -321,20 +349,26 @@ async def connect(
     host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[AsyncIterator[Sample]]:
     try:
+        tls = client_ssl(settings.tls)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), settings.connect_timeout_s
+            asyncio.open_connection(
+                host, port, ssl=tls, server_hostname=host if tls is not None else None
+            ),
+            settings.connect_timeout_s,
         )
     except (OSError, TimeoutError) as exc:
         raise unreachable(f"no tcp server at {host}:{port}", exc) from exc
     # A leading space, which JSON ignores (the hello still reads as {}): an HTTP server takes
     # a request line starting with whitespace as invalid at once and answers 400, so `listen
     # tcp` pointed at an HTTP port learns so at once, not after the dead-peer timeout.
-    writer.write(b" " + encode_hello(token))
-    heartbeats = (
-        asyncio.create_task(_send_heartbeats(writer, settings.heartbeat_s))
-        if settings.heartbeat_s
-        else None
-    )
+    hello = b" " + encode_hello(token)
+    heartbeats = None
+    if settings.heartbeat_s:
+        # The first heartbeat goes with the hello: from then on the server holds this client
+        # to its heartbeats (a client that sends none is left to the kernel's timeouts).
+        hello += encode_heartbeat(time.monotonic_ns())
+        heartbeats = asyncio.create_task(_send_heartbeats(writer, settings.heartbeat_s))
+    writer.write(hello)
     try:
         yield _samples(reader, settings)
     finally:
@@ -406,7 +440,8 @@ def keepalive_params(settings: Settings, options: Options) -> Mapping[str, float
     return {
         "heartbeat_interval_s": heartbeat,
         "read_timeout_s": settings.dead_after_s,
-        # The server enforces the client's heartbeats only when heartbeats are on.
+        # The server holds a client to its heartbeats once it sent one (they are optional),
+        # when heartbeats are on; a read-only client is left to the kernel's timeout.
         "server_read_timeout_s": settings.dead_after_s if heartbeat else None,
     }
 
@@ -427,6 +462,6 @@ TCP = Transport(
     baseline="asyncio-tcp",
     bad_input_family="tcp",
     resume_token='hello line {"epoch":E,"since":SEQ}',
-    keepalive='{"heartbeat":NS} lines both ways, a read deadline on each side',
+    keepalive='{"heartbeat":NS} lines both ways (optional from the client), read deadlines',
     keepalive_params=keepalive_params,
 )

@@ -1,7 +1,9 @@
 """Tornado WebSocket: the reference transport, and the original design it grew from.
 
 Server: a ``WebSocketHandler`` at ``/websocket/`` sending one wire-form sample per text message.
-``?epoch=E&since=SEQ`` resumes. Keepalive is tornado's own ping (``websocket_ping_interval``,
+``?epoch=E&since=SEQ`` resumes. The handshake's ``Origin`` is judged by the shared origin
+policy (:mod:`transports.origins`): a page it refuses gets 403. ``GET /`` serves the live page
+(:mod:`transports.page`). Keepalive is tornado's own ping (``websocket_ping_interval``,
 ``websocket_ping_timeout``, the latter capped by tornado >= 6.5 at the interval).
 Client: ``websocket_connect`` with the same pings, plus the shared read deadline; a ``None``
 message is tornado's way of saying the connection closed.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
@@ -49,6 +53,8 @@ from transports.deadline import ReadDeadline
 from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.options import NoOptions, Options
+from transports.origins import OriginPolicy
+from transports.page import PAGE_HEADERS, PAGE_PATH, PageConfig, render_page
 from transports.rejections import (
     HEAD_TOO_LARGE,
     SHUTTING_DOWN,
@@ -66,6 +72,7 @@ from transports.sockets import (
     tune_accepted,
     url_host,
 )
+from transports.tls import HTTP1, client_ssl, server_ssl
 from transports.ws_frames import PROTOCOL_ERROR, frame_violation, text_frames
 
 __all__ = [
@@ -79,6 +86,7 @@ __all__ = [
 ]
 
 PATH = "/websocket/"
+_log = logging.getLogger(__name__)
 #: How long tornado's ``close()`` waits for the peer's close frame before it aborts the
 #: connection: hard-coded in tornado (``WebSocketProtocol13.close``), not configurable, so a
 #: server that detected a dead peer still holds its socket this much longer.
@@ -143,7 +151,11 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
         self._subscription: Subscription | None = None
 
     def check_origin(self, origin: str) -> bool:
-        return True  # a read-only public stream: any page may subscribe
+        # Tornado answers False with 403; a handshake without Origin never gets here.
+        allowed = self.owner.origins.allows(origin, self.request.host)
+        if not allowed:
+            _log.info("refusing a WebSocket handshake: %s", self.owner.origins.refusal(origin))
+        return allowed
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -200,16 +212,43 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
             self._subscription.close()
 
 
+class PageHandler(tornado.web.RequestHandler):
+    """``GET /``: the live page, reading this server's stream."""
+
+    def initialize(self, page: bytes) -> None:
+        self.page = page
+
+    def get(self) -> None:
+        for name, value in PAGE_HEADERS.items():
+            self.set_header(name, value)
+        self.finish(self.page)
+
+
 class TornadoServer:
-    """A tornado HTTP server carrying the WebSocket endpoint."""
+    """A tornado HTTP server carrying the WebSocket endpoint and the live page.
+
+    ``transport_name`` is what the page calls the stream (the seed design shares this class).
+    """
 
     def __init__(
-        self, hub: Hub, host: str, port: int, settings: Settings, options: Options
+        self,
+        hub: Hub,
+        host: str,
+        port: int,
+        settings: Settings,
+        options: Options,
+        *,
+        transport_name: str = "tornado-ws",
     ) -> None:
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
         self.handlers: set[SampleSocket] = set()
+        self.origins = OriginPolicy.from_settings(settings)
+        page = render_page(PageConfig.from_settings(transport_name, settings))
         self.app = tornado.web.Application(
-            [(PATH, SampleSocket, {"hub": hub, "owner": self})],
+            [
+                (PATH, SampleSocket, {"hub": hub, "owner": self}),
+                (PAGE_PATH, PageHandler, {"page": page}),
+            ],
             websocket_ping_interval=settings.heartbeat_s,
             websocket_ping_timeout=ping_timeout(settings),
             websocket_max_message_size=settings.max_message_bytes,
@@ -230,6 +269,7 @@ class TornadoServer:
             # Tornado's header timeout: the time a connection gets for each request head.
             idle_connection_timeout=self.settings.header_timeout_s,
             body_timeout=self.settings.header_timeout_s,
+            ssl_options=server_ssl(self.settings.tls, HTTP1),
         )
         for sock in sockets:
             sock.rest = _resting(sock)
@@ -289,8 +329,8 @@ def _resting(sock: ListeningSocket) -> Callable[[float], None]:
     return rest
 
 
-def _url(host: str, port: int, token: ResumeToken | None) -> str:
-    url = f"ws://{url_host(host)}:{port}{PATH}"
+def _url(host: str, port: int, token: ResumeToken | None, tls: bool = False) -> str:
+    url = f"{'wss' if tls else 'ws'}://{url_host(host)}:{port}{PATH}"
     if token is not None:
         url += f"?epoch={token.epoch}&since={token.since}"
     return url
@@ -306,7 +346,8 @@ async def connect(
     host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
 ) -> AsyncIterator[AsyncIterator[Sample]]:
     request = tornado.httpclient.HTTPRequest(
-        _url(host, port, token),
+        _url(host, port, token, tls=settings.tls is not None),
+        ssl_options=client_ssl(settings.tls, HTTP1),
         connect_timeout=settings.connect_timeout_s,
         request_timeout=settings.connect_timeout_s,
         # No "Accept-Encoding: gzip", and no inflating of a refusal's body: a compressed body
@@ -401,6 +442,7 @@ SEED = dataclasses.replace(
     default_port=8898,
     features=Features(resume=False, heartbeat=True, browser_native=True, bidirectional=True),
     resume_token="none",
+    serve=functools.partial(TornadoServer, transport_name="tornado-ws-seed"),
     fixed_settings=_as_originally_written,
     default_rate_hz=10.0,
 )
