@@ -12,6 +12,10 @@ Per fault scenario and transport, pooled over every :class:`~experiments.results
   client read the restarted server's samples);
 - target s = heartbeat + dead-after + 1 s (the records' ``target_s`` param) and how many
   observations met it on the client / server side.
+
+Browser clients (``params.client_kind == "browser"``) get rows of their own beside the Python
+clients, named after the browser's client: "EventSource (native reconnect)", "WebSocket
+(page's reconnect)", fetch polling.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Collection, Sequence
 
 from experiments.report.figures import spread
 from experiments.results import FaultTrace, Observation, Record, Results
+from experiments.worker.page_outcome import browser_client
 
 __all__ = ["reconnection_section", "traces_by_transport"]
 
@@ -79,6 +84,14 @@ def _row(scenario: str, transport: str, records: Sequence[Record], drops_seen: b
     return "| " + " | ".join(cells) + " |"
 
 
+def client_row(record: Record) -> str:
+    """The row's name: the transport, and for a browser client, the browser's client
+    (``sse · EventSource (native reconnect)``, ``tornado-ws · WebSocket (page's reconnect)``)."""
+    if record.params.get("client_kind", "python") == "browser":
+        return f"{record.transport} · {browser_client(record.transport)}"
+    return record.transport
+
+
 def reconnection_section(results: Results, scenarios: Collection[str] | None = None) -> str:
     """``### Reconnection``: one line per fault scenario and transport ("" if none ran).
 
@@ -94,7 +107,7 @@ def reconnection_section(results: Results, scenarios: Collection[str] | None = N
         return ""
     groups: dict[str, dict[str, list[Record]]] = {}
     for r in measured:
-        groups.setdefault(r.scenario, {}).setdefault(r.transport, []).append(r)
+        groups.setdefault(r.scenario, {}).setdefault(client_row(r), []).append(r)
     lines = [
         "### Reconnection",
         "",

@@ -6,7 +6,8 @@ recorded in the run, else the registry's), its table (:mod:`experiments.report.t
 whatever its ``sections(results, out_dir)`` add (plots, reconnection table, ...). A run over
 several network paths gets one ``### on NETWORK`` section per path under each scenario (the
 path as measured, then that path's table and sections, its plots in ``NETWORK/``), and an
-``## Across networks`` summary. Then the conditions with the one settings table, and how to
+``## Across networks`` summary; a run over several ``--via`` paths gets ``## Through a reverse
+proxy`` (:mod:`experiments.report.via`). Then the conditions with the one settings table, and how to
 cite.
 
 A scenario the registry does not know (results of an older or newer version) still gets a
@@ -29,6 +30,7 @@ from experiments.report.conditions import cite_section, conditions_section
 from experiments.report.networks import cross_network_section
 from experiments.report.rows import REFERENCE
 from experiments.report.tables import scenario_table
+from experiments.report.via import via_section
 from experiments.results import Record, Results, load_results
 
 if TYPE_CHECKING:
@@ -124,6 +126,9 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
     across = cross_network_section(results)
     if across:
         parts += ["", across]
+    proxied = via_section(results)
+    if proxied:
+        parts += ["", proxied]
     parts += ["", conditions_section(results), "", cite_section(results), ""]
     return "\n".join(parts)
 

@@ -4,6 +4,11 @@
 [--repeat N] [--out DIR] [--duration MINUTES]`` — transports default to every registered one,
 scenarios to every registered one but the opt-in soak; ``--profile soak`` runs the soak alone,
 over every transport that resumes, for ``--duration`` minutes (default 30).
+``--via direct,nginx,nginx-defaults`` runs the scenarios once per path in front of the
+server (:mod:`experiments.via`; quiet-stream joins the default scenarios on an nginx path).
+``--client-kinds python,browser`` runs them once per kind of client
+(:mod:`experiments.worker.kinds`: the browser's are headless Chromium pages, in latency,
+restart, reset and blackhole).
 A bad argument or an unknown name is one line on stderr and exit code 2; Ctrl-C tears every
 process down and exits with 130. A rich progress bar shows what runs; a summary table
 follows (when the output is not a terminal, one plain line per finished scenario instead of
@@ -58,6 +63,18 @@ from experiments.run.runner import Progress as RunProgress
 from experiments.run.runner import run_suite, scenario_repeats
 from experiments.scenarios.registry import SCENARIOS, Scenario, UnknownScenario
 from experiments.scenarios.registry import get as get_scenario
+from experiments.via import (
+    PROXIED,
+    VIA_SCENARIOS,
+    VIAS,
+    NginxMissing,
+    UnknownVia,
+    nginx_version,
+    parse_vias,
+    require_nginx,
+)
+from experiments.worker.browser import ChromiumMissing, require_chromium
+from experiments.worker.kinds import UnknownClientKind, parse_client_kinds, runs_in
 from experiments.worker.process import PRESPAWN, discard_spare
 from transports.registry import TRANSPORTS, UnknownTransport
 from transports.registry import get as get_transport
@@ -85,6 +102,20 @@ def _names(text: str | None) -> list[str] | None:
     return names
 
 
+def _vias(text: str) -> tuple[str, ...]:
+    try:
+        return parse_vias(text)
+    except UnknownVia as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    try:
+        return parse_client_kinds(text)
+    except UnknownClientKind as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--profile", choices=sorted(PROFILES), default="default")
@@ -104,6 +135,20 @@ def _parser() -> argparse.ArgumentParser:
             f"comma-separated network profiles; of {', '.join(NETWORKS)} "
             "(default: the profile's: quick loopback, default loopback,wan, full all)"
         ),
+    )
+    p.add_argument(
+        "--via",
+        type=_vias,
+        default=("direct",),
+        help=f"comma-separated paths in front of the server; of {', '.join(VIAS)} "
+        "(default: direct; the nginx ones need the Debian package nginx)",
+    )
+    p.add_argument(
+        "--client-kinds",
+        type=_kinds,
+        default=("python",),
+        help="comma-separated kinds of client; of python, browser (default: python; "
+        "browser: headless Chromium pages, Debian's chromium)",
     )
     return p
 
@@ -159,7 +204,9 @@ def _scenario_names(args: argparse.Namespace) -> list[str]:
         return list(args.scenarios)
     if profile.scenarios:
         return list(profile.scenarios)
-    return [name for name in SCENARIOS if name not in OPT_IN]
+    names = [n for n in SCENARIOS if n not in OPT_IN and n not in VIA_SCENARIOS]
+    # Through a proxy, the scenarios about proxies run too (quiet-stream).
+    return names + list(VIA_SCENARIOS) if set(PROXIED) & set(args.via) else names
 
 
 def _networks(
@@ -231,9 +278,18 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         schema=SCHEMA, created=now_iso(), profile=profile.name, environment=env, settings=settings
     )
     networks = _networks(args, profile, console)
+    vias = args.via
+    if set(vias) & set(PROXIED):
+        env.packages["nginx"] = nginx_version()
     started = time.monotonic()
-    steps = sum(scenario_repeats(s, repeats, fault_repeats) for s in scenarios) * len(transports)
-    with _display(console, steps * len(networks)) as hooks:
+    kinds = args.client_kinds
+    steps = sum(
+        scenario_repeats(s, repeats, fault_repeats)
+        for kind in kinds
+        for s in scenarios
+        if runs_in(kind, s.name)
+    ) * len(transports)
+    with _display(console, steps * len(networks) * len(vias)) as hooks:
         PRESPAWN["enabled"] = True
         try:
             for network in networks:
@@ -243,18 +299,21 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                         props = await measure(net)
                         env.networks[network.name] = network_conditions(props)
                         console.print(props.line(), soft_wrap=True, highlight=False)
-                    results.records += await run_suite(
-                        profile,
-                        transports,
-                        scenarios,
-                        repeats,
-                        settings,
-                        out,
-                        hooks,
-                        seed=SEED,
-                        fault_repeats=fault_repeats,
-                        network=net if net.namespaced else None,
-                    )
+                    for via, kind in ((v, k) for v in vias for k in kinds):
+                        results.records += await run_suite(
+                            profile,
+                            transports,
+                            scenarios,
+                            repeats,
+                            settings,
+                            out,
+                            hooks,
+                            seed=SEED,
+                            fault_repeats=fault_repeats,
+                            network=net if net.namespaced else None,
+                            via=via,
+                            client_kind=kind,
+                        )
         finally:
             await settle_teardowns()
             await discard_spare()
@@ -279,8 +338,8 @@ def _elapsed_by_kind(records: Sequence[Record], scenarios: Sequence[Scenario]) -
     by_name = {s.name: s for s in scenarios}
     spans: dict[tuple[str, str, int, str], float] = {}
     for r in records:
-        # Every record of one step carries the same span (one step per network, too).
-        network = str(r.params.get("network", "loopback"))
+        # Every record of one step carries the same span (one step per network and via, too).
+        network = f"{r.params.get('network', 'loopback')}/{r.params.get('via', 'direct')}"
         spans[(r.scenario, network, r.repeat, r.transport)] = float(r.elapsed_s or 0.0)
     slowest: dict[tuple[str, str, int], float] = {}
     summed: dict[tuple[str, str, int], float] = {}
@@ -317,7 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             get_scenario(name)
         if args.network is not None and any(p.namespaces for p in parse_profiles(args.network)):
             require_network()  # asked for an emulated path: never fall back to loopback
-    except (UnknownTransport, UnknownScenario, NetworkError) as exc:
+        if set(args.via) & set(PROXIED):
+            require_nginx()  # names the Debian package when nginx is missing
+        if "browser" in args.client_kinds:
+            require_chromium()  # names the Debian package when Chromium is missing
+    except (UnknownTransport, UnknownScenario, NetworkError, NginxMissing, ChromiumMissing) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -18,7 +18,13 @@ A scenario's ``run(ctx)`` uses:
 - ``ctx.network``: the emulated network path the run is on (None: loopback in this
   namespace). Servers start in its server namespace, workers in its first client
   namespace, fault proxies make their sockets there, and every record's params say which
-  network (and the other dimensions) it ran under.
+  network (and the other dimensions) it ran under;
+- ``ctx.via``: the path in front of the server (``direct``, ``nginx``, ``nginx-defaults``):
+  on an nginx path ``ctx.server()`` gives the server behind nginx
+  (:class:`~experiments.via.FrontedServer`), whose host and port are nginx's;
+  ``ctx.server(rate, proxy_read_timeout_s=S)`` sets nginx's read timeout;
+- ``ctx.client_kind``: ``python`` (worker processes) or ``browser``: then ``ctx.clients(job)``
+  gives :class:`~experiments.worker.browser.BrowserClients` (the same calls, the same result).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from experiments.network import NetworkPath
 from experiments.results import FaultTrace, Observation, Record, Scalar
 from experiments.run.processes import LOOPBACK, Placement, ServerPool, ServerProcess
 from experiments.run.profiles import Profile
+from experiments.via import front
+from experiments.worker.browser import BrowserClients
+from experiments.worker.kinds import Clients
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult
 from transports.contract import Transport
@@ -66,6 +75,10 @@ class RunContext:
     servers: ServerPool | None = None
     #: The emulated network path (None: loopback in this namespace).
     network: NetworkPath | None = None
+    #: The path in front of the server: ``direct``, ``nginx`` or ``nginx-defaults``.
+    via: str = "direct"
+    #: Whose clients read: ``python`` (the worker process) or ``browser`` (Chromium pages).
+    client_kind: str = "python"
 
     @property
     def network_name(self) -> str:
@@ -97,9 +110,9 @@ class RunContext:
         """What every record says it ran under (the report groups by any of them)."""
         return {
             "network": self.network_name,
-            "via": "direct",
+            "via": self.via,
             "security": "plain",
-            "client_kind": "python",
+            "client_kind": self.client_kind,
             "loop": "asyncio",
         }
 
@@ -124,13 +137,14 @@ class RunContext:
         process stopped at the end of the block."""
 
         place = self.place
+        read_timeout_s = kwargs.pop("proxy_read_timeout_s", None)
 
         def make() -> ServerProcess:
             kwargs.setdefault("ready_timeout_s", self.profile.ready_timeout_s)
             kwargs.setdefault("host", place.host)
             kwargs.setdefault("exec_prefix", place.server_prefix)
             kwargs.setdefault("connect", place.connect)
-            return ServerProcess(
+            server = ServerProcess(
                 self.transport.name,
                 rate_hz=rate_hz,
                 settings=self.effective_settings,
@@ -139,6 +153,7 @@ class RunContext:
                 p=self.p,
                 **kwargs,
             )
+            return front(server, self.via, netns=place.server_netns, read_timeout_s=read_timeout_s)
 
         if self.servers is None or not keep:
             return make()
@@ -163,8 +178,11 @@ class RunContext:
             **kwargs,
         )
 
-    def clients(self, job: ClientJob, **kwargs: Any) -> ClientProcess:
-        """A worker process for ``job``, in the client namespace on an emulated path."""
+    def clients(self, job: ClientJob, **kwargs: Any) -> Clients:
+        """A worker process for ``job``, in the client namespace on an emulated path; with
+        the browser client kind, Chromium pages (:mod:`experiments.worker.browser`)."""
+        if self.client_kind == "browser":
+            return BrowserClients(job)
         kwargs.setdefault("exec_prefix", self.place.client_prefix)
         return ClientProcess(job, **kwargs)
 

@@ -13,6 +13,10 @@ for several repeats serves them all.
 A scenario that fails for one transport (a server that does not start, a worker that dies)
 becomes an error record (``metrics`` empty, ``error`` set) and the run goes on; Ctrl-C and
 cancellation go through, tearing every process down on the way.
+On an nginx path (``via``), a transport nginx cannot carry (not HTTP) gets one record per
+step saying so (``metrics["not_applicable"]``, :func:`experiments.via.not_applicable`); so
+does a transport the browser client kind cannot read, and that kind runs only its scenarios
+(:mod:`experiments.worker.kinds`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from experiments.run.context import RunContext
 from experiments.run.processes import HarnessError, ServerPool
 from experiments.run.profiles import Profile
 from experiments.scenarios.scenario import Scenario
+from experiments.via import not_applicable
+from experiments.worker.kinds import kind_not_applicable, runs_in
 from model.errors import StreamError
 from transports.contract import Transport
 from transports.settings import Settings
@@ -69,6 +75,8 @@ async def run_suite(
     seed: int = 1,
     fault_repeats: int | None = None,
     network: NetworkPath | None = None,
+    via: str = "direct",
+    client_kind: str = "python",
 ) -> list[Record]:
     """Every record of the run, in the order measured."""
     progress = progress or Progress()
@@ -91,10 +99,16 @@ async def run_suite(
             note=progress.note,
             servers=servers,
             network=network,
+            via=via,
+            client_kind=client_kind,
         )
         started = time.monotonic()
+        why_not = not_applicable(via, transport) or kind_not_applicable(client_kind, transport.name)
         try:
-            new = await scenario.run(ctx)
+            if why_not is not None:
+                new = [ctx.record({}, {"not_applicable": why_not})]
+            else:
+                new = await scenario.run(ctx)
         except (HarnessError, StreamError, OSError, ValueError) as exc:
             failed = ctx.record({}, {})
             failed.error = traceback.format_exception_only(exc)[-1].strip()
@@ -106,7 +120,7 @@ async def run_suite(
         progress.advance()
         return new
 
-    for scenario in scenarios:
+    for scenario in [s for s in scenarios if runs_in(client_kind, s.name)]:
         n = scenario_repeats(scenario, repeats, fault_repeats)
         if scenario.concurrent and len(transports) > 1:
             for repeat in range(n):

@@ -17,6 +17,7 @@ from experiments.scenarios.scenario import (
     latency_column,
     latency_metrics,
 )
+from experiments.worker.page_outcome import BROWSER_CLOCK
 from experiments.worker.schema import ClientGroup
 
 __all__ = ["LATENCY", "Latency", "LatencyKnobs"]
@@ -102,7 +103,10 @@ class Latency:
     def sections(self, results: Results, out_dir: Path) -> list[str]:
         records = [r for r in results.records if r.scenario == self.name and not r.error]
         link = latency_cdf_plot(records, out_dir / "latency_cdf.png", self._label)
-        return [link] if link else []
+        out = [link] if link else []
+        if any(r.params.get("client_kind") == "browser" for r in records):
+            out.append(BROWSER_CLOCK)
+        return out
 
 
 LATENCY = Latency()

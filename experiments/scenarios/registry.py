@@ -12,8 +12,10 @@ from experiments.scenarios.blackhole import BLACKHOLE
 from experiments.scenarios.blackhole_kernel import BLACKHOLE_KERNEL
 from experiments.scenarios.complexity import COMPLEXITY
 from experiments.scenarios.fanout import FANOUT
+from experiments.scenarios.interop import INTEROP
 from experiments.scenarios.latency import LATENCY
 from experiments.scenarios.link_down import LINK_DOWN
+from experiments.scenarios.quiet_stream import QUIET_STREAM
 from experiments.scenarios.reset import RESET
 from experiments.scenarios.reset_kernel import RESET_KERNEL
 from experiments.scenarios.restart import RESTART
@@ -40,6 +42,8 @@ SCENARIOS: dict[str, Scenario] = {
         SLOW_CONSUMER,
         BAD_INPUT,
         SOAK,
+        QUIET_STREAM,
+        INTEROP,
     )
 }
 

@@ -226,18 +226,14 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
     me = psutil.Process()
     cpu_at_start = cpu_seconds(me)
     server = (
-        ServerProbe(job.server_pid, job.server_port, job.server_netns)
-        if job.server_pid
-        else None
+        ServerProbe(job.server_pid, job.server_port, job.server_netns) if job.server_pid else None
     )
     by_role: dict[str, list[int]] = {}
     clients: list[_Client] = []
     for group in job.groups:
         latencies = by_role.setdefault(group.role, [])
         for _ in range(group.count):
-            clients.append(
-                _Client(len(clients), group, transport, options, job, window, latencies)
-            )
+            clients.append(_Client(len(clients), group, transport, options, job, window, latencies))
     tasks = [asyncio.create_task(c.run()) for c in clients]
     stopping = asyncio.create_task(stop.wait())
     try:
