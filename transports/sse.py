@@ -29,18 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
-from functools import cache, partial
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from functools import partial
+from typing import Annotated
 
 import anyio
-import h11
-import httpcore
 import httpx
 import msgspec
-import uvicorn
 from httpx_sse import EventSource, aconnect_sse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
@@ -49,7 +44,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from model.errors import (
     BadResumeToken,
@@ -67,6 +61,7 @@ from model.sample import Sample
 from transports.contract import Features, Transport
 from transports.deadline import read_within
 from transports.failures import unreachable
+from transports.http_sniffing import not_http, sniffing_transport
 from transports.hub import Hub, Subscription
 from transports.options import Options
 from transports.origins import OriginPolicy
@@ -75,11 +70,6 @@ from transports.rejections import http_refusal
 from transports.resume import ResumeToken, format_event_id
 from transports.settings import Settings
 from transports.sockets import (
-    BACKLOG,
-    HeadDeadline,
-    bound_port,
-    listening_sockets,
-    tune_accepted,
     url_host,
 )
 from transports.sse_wire import (
@@ -90,7 +80,8 @@ from transports.sse_wire import (
     sample_of,
     token_from_header,
 )
-from transports.tls import HTTP1, client_ssl, uvicorn_tls
+from transports.tls import HTTP1, client_ssl
+from transports.uvicorn_serving import UvicornServing
 
 __all__ = [
     "SSE",
@@ -124,46 +115,6 @@ def retry_hint_s(settings: Settings, options: Options) -> float:
     """The ``retry:`` hint the server sends: the option, or the backoff cap."""
     retry_s = options.retry_s if isinstance(options, SSEOptions) else None
     return settings.backoff_cap_s if retry_s is None else retry_s
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the program embedding it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn would replace SIGINT/SIGTERM handlers with its own; the CLI owns them.
-        yield
-
-
-def _protocol(settings: Settings) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, tuning each accepted socket as every server here does, and
-    dropping a connection whose request head does not arrive in time (uvicorn has no timer
-    for that: its keep-alive timer stops at the first byte of a request)."""
-
-    class TunedH11Protocol(H11Protocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            tune_accepted(transport.get_extra_info("socket"), settings)
-            self.head_deadline = HeadDeadline(transport, settings.header_timeout_s)
-            self.head_deadline.arm()
-            super().connection_made(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.head_deadline.met()
-            super().connection_lost(exc)
-
-        def handle_events(self) -> None:
-            cycle = self.cycle
-            super().handle_events()
-            if self.cycle is not cycle:  # a request head arrived: uvicorn began a cycle
-                self.head_deadline.met()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # Keep-alive: the next request's head gets the same time (unless one is in).
-            if not self.transport.is_closing() and self.cycle.response_complete:
-                self.head_deadline.arm()
-
-    return TunedH11Protocol
 
 
 def _ping() -> ServerSentEvent:
@@ -254,8 +205,7 @@ class SSEServer:
                 Route(PAGE_PATH, self._serve_page, methods=["GET"]),
             ]
         )
-        self._uvicorn: _EmbeddedUvicorn | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self._serving = UvicornServing(self.app, settings)
 
     @property
     def port(self) -> int:
@@ -302,77 +252,23 @@ class SSEServer:
     @property
     def open_connections(self) -> int:
         """Connections uvicorn holds open now (streams, idle keep-alives, half-read requests)."""
-        return 0 if self._uvicorn is None else len(self._uvicorn.server_state.connections)
+        return self._serving.open_connections
 
     def abort(self, client: tuple[str, int] | None, reason: str) -> None:
         """Drop the connection from ``client`` at once, unsent bytes and all.
 
         ASGI does not hand the app its transport, so find it among uvicorn's connections.
         """
-        if self._uvicorn is None or client is None:
-            return
-        _log.info("dropping the connection from %s:%d: %s", *client, reason)
-        for connection in list(self._uvicorn.server_state.connections):
-            if getattr(connection, "client", None) == tuple(client):
-                connection.transport.abort()
+        self._serving.abort(client, reason)
 
     async def start(self) -> None:
         # Our own sockets, so port 0 works and the bound port can be read back.
-        sockets = listening_sockets(self.host, self._port)
-        self._port = bound_port(sockets)
-        ready = asyncio.Event()
-
-        async def started() -> None:
-            ready.set()
-
-        certfile, keyfile = uvicorn_tls(self.settings.tls)
-        config = uvicorn.Config(
-            self.app,
-            # h11 always: the same parser and limits whether or not httptools is installed.
-            http=_protocol(self.settings),
-            ws="none",
-            lifespan="off",
-            backlog=BACKLOG,  # uvicorn listens again on our sockets, with this
-            access_log=False,
-            log_config=None,
-            proxy_headers=False,
-            # Bounds a request's head (h11 buffers at most this much of an incomplete event).
-            h11_max_incomplete_event_size=self.settings.max_message_bytes,
-            # No limit_concurrency: uvicorn would count idle and half-sent connections too, so
-            # a few hundred idle sockets locked out every new subscriber. The hub's limit
-            # counts streams; the head deadline bounds how long the others stay.
-            timeout_graceful_shutdown=1,
-            # uvicorn calls this on its first tick after binding: our readiness signal.
-            callback_notify=started,
-            ssl_certfile=certfile,
-            ssl_keyfile=keyfile,
-        )
-        server = _EmbeddedUvicorn(config)
-        serving = asyncio.create_task(server.serve(sockets=list[socket.socket](sockets)))
-        waiting = asyncio.create_task(ready.wait())
-        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if serving.done():
-            for sock in sockets:
-                sock.close()
-            serving.result()
-            raise RuntimeError("uvicorn stopped while starting")
-        self._uvicorn, self._serving = server, serving
+        self._port = await self._serving.start(self.host, self._port)
 
     async def stop(self) -> None:
-        server, serving = self._uvicorn, self._serving
-        if server is None or serving is None:
-            return
-        server.should_exit = True
         for stream in list(self.streams):
             stream.end()
-        done, _ = await asyncio.wait({serving}, timeout=_STOP_GRACE_S)
-        if not done:
-            # Peers that stopped reading keep a graceful close pending forever.
-            for connection in list(server.server_state.connections):
-                connection.transport.abort()
-            await serving
-        self._uvicorn = self._serving = None
+        await self._serving.stop()
 
 
 class _GuardedStream(httpx.AsyncByteStream):
@@ -494,99 +390,6 @@ async def _check(response: httpx.Response) -> None:
         )
 
 
-class _FirstBytes(httpcore.AsyncNetworkStream):
-    """A connection's stream that keeps the first bytes it read (for error messages)."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self.first = b""
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = await self._inner.read(max_bytes, timeout)
-        if len(self.first) < _EXCERPT:
-            self.first += data[: _EXCERPT - len(self.first)]
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return await self._inner.start_tls(ssl_context, server_hostname, timeout)
-
-    def get_extra_info(self, info: str) -> object:
-        return self._inner.get_extra_info(info)
-
-
-class _Sniffer(httpcore.AsyncNetworkBackend):
-    """The network backend httpx uses, keeping the first bytes of the one connection.
-
-    httpx reports a peer that answered something other than HTTP and closed as "Server
-    disconnected without sending a response", the same as a server that answered nothing;
-    the bytes tell them apart (``listen sse`` pointed at the tcp port gets an error line).
-    """
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-        self.stream: _FirstBytes | None = None
-
-    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        self.stream = _FirstBytes(await self._inner.connect_tcp(*args, **kwargs))
-        return self.stream
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return await self._inner.connect_unix_socket(*args, **kwargs)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-    @property
-    def first_bytes(self) -> bytes:
-        return b"" if self.stream is None else self.stream.first
-
-
-def _sniffing_transport(
-    verify: ssl.SSLContext | None = None,
-) -> tuple[httpx.AsyncHTTPTransport, _Sniffer | None]:
-    transport = httpx.AsyncHTTPTransport(verify=verify or _tls_context())
-    pool = getattr(transport, "_pool", None)  # httpx keeps its httpcore pool here
-    backend = getattr(pool, "_network_backend", None)
-    if not isinstance(backend, httpcore.AsyncNetworkBackend):
-        return transport, None  # another httpx: no sniffing, only less precise errors
-    sniffer = _Sniffer(backend)
-    pool._network_backend = sniffer  # type: ignore[union-attr]
-    return transport, sniffer
-
-
-def _not_http(exc: httpx.RemoteProtocolError, sniffer: _Sniffer | None) -> bytes | None:
-    """What the peer sent instead of an HTTP response, or None if it may have been HTTP."""
-    first = b"" if sniffer is None else sniffer.first_bytes
-    if first and not first.startswith(b"HTTP/"):
-        return first
-    cause: BaseException | None = exc
-    while cause is not None:
-        # h11 rejecting a status line; "peer unexpectedly closed" is a truncation, not that.
-        if isinstance(cause, h11.RemoteProtocolError) and "closed" not in str(cause):
-            return first or str(cause).encode()
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
-@cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context for every client: httpx builds a new one per AsyncClient otherwise,
-    even for plain http, at about 24 ms of CPU each (a connection storm of 1,000 clients
-    would spend most of a minute on it)."""
-    return ssl.create_default_context()
-
-
 @contextlib.asynccontextmanager
 async def connect(
     host: str, port: int, token: ResumeToken | None, settings: Settings, options: Options
@@ -598,7 +401,7 @@ async def connect(
         headers["Last-Event-ID"] = format_event_id(token.epoch, token.since)
     # No read timeout from httpx: the dead-peer deadline on each read is ours.
     timeout = httpx.Timeout(settings.connect_timeout_s, read=None)
-    transport, sniffer = _sniffing_transport(client_ssl(settings.tls, HTTP1))
+    transport, sniffer = sniffing_transport(client_ssl(settings.tls, HTTP1))
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(
             httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -615,7 +418,7 @@ async def connect(
             limit = settings.connect_timeout_s
             raise ServerUnavailable(f"no answer from {url} within {limit:g} s") from exc
         except httpx.RemoteProtocolError as exc:
-            answer = _not_http(exc, sniffer)
+            answer = not_http(exc, sniffer)
             if answer is not None:
                 raise NotThisProtocol(f"not an HTTP answer from {url}: {answer!r}") from exc
             raise ServerUnavailable(f"{url} closed the connection without an answer") from exc
