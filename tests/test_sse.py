@@ -356,10 +356,15 @@ async def _stalled_peer(
 
 
 async def _rest_of(reader: asyncio.StreamReader) -> bytes:
+    """What is left to read until the server's end; a reset (an aborted connection, which is
+    how a dropped peer may end) ends it as well: it is never a clean chunked end."""
     received = b""
     async with asyncio.timeout(10):
-        while chunk := await reader.read(1 << 20):
-            received += chunk
+        try:
+            while chunk := await reader.read(1 << 20):
+                received += chunk
+        except ConnectionResetError:
+            pass
     return received
 
 
