@@ -256,6 +256,24 @@ async def test_a_full_socket_is_still_cut_when_it_falls_too_far_behind() -> None
     assert reasons and "fell behind" in reasons[0] and hub.subscriber_count == 0
 
 
+async def test_a_writer_that_raises_leaves_the_fast_way_and_stops_nobody_else() -> None:
+    hub = Hub("aa", Settings(history=100))
+    good, broken = _Socket(), hub.subscribe(None)
+    sub = hub.subscribe(None)
+    sub.write_directly("a", _seqs, good.write)
+
+    def write_after_eof(data: bytes) -> bool:
+        raise RuntimeError("Cannot call write() after write_eof()")
+
+    broken.write_directly("a", _seqs, write_after_eof)
+    for s in (sub, broken):
+        s.rejoin()
+    _publish(hub, 2)
+    _publish(hub, 1)  # the publisher goes on, and the healthy subscriber gets everything
+    assert good.took == [b"0;1;", b"2;"] and sub.fast
+    assert not broken.fast and [s.seq for s in await broken.next_batch(timeout=1)] == [0, 1, 2]
+
+
 async def test_hub_limits_subscribers() -> None:
     hub = Hub("aa", Settings(max_connections=2))
     hub.subscribe(None)

@@ -5,7 +5,9 @@ Server: an aiohttp app whose ``GET /websocket/`` answers with a ``web.WebSocketR
 refuses, :mod:`transports.origins`); the wire, the resume query and the close
 codes are every WebSocket transport's (:mod:`transports.ws_wire`), so any WebSocket client
 reads it. Each batch of samples goes out as one write of all its frames
-(:func:`~transports.ws_frames.text_frames`), awaited: a reader that stops reading holds one
+(:func:`~transports.ws_frames.sample_frames`): while a subscriber is caught up the hub writes
+it to the socket itself, encoded once for all (its fast path, :mod:`transports.direct_writes`);
+otherwise its own task writes and awaits the drain: a reader that stops reading holds one
 batch and its socket buffer, and the hub cuts it once it is ``queue_size`` behind (close
 1008; a cut subscriber that does not take its close within :data:`CLOSE_TIMEOUT_S` is
 aborted). aiohttp itself closes with the code RFC 6455 names on every framing violation
@@ -48,10 +50,11 @@ from model.errors import (
     SubscriberOverflow,
     TooManyConnections,
 )
-from model.sample import Sample, decode_sample, encode_sample
+from model.sample import Sample, decode_sample
 from transports.aiohttp_serving import AiohttpServing, OneLineErrors
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline
+from transports.direct_writes import asyncio_writer
 from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.options import NoOptions, Options
@@ -60,7 +63,7 @@ from transports.rejections import SHUTTING_DOWN
 from transports.resume import ResumeToken
 from transports.settings import Settings
 from transports.tls import HTTP1, client_ssl
-from transports.ws_frames import PROTOCOL_ERROR, text_frames, valid_close_code
+from transports.ws_frames import PROTOCOL_ERROR, sample_frames, valid_close_code
 from transports.ws_wire import (
     MESSAGE_TOO_BIG,
     PATH,
@@ -218,6 +221,12 @@ class AiohttpWsServer:
         heartbeat = self.settings.heartbeat_s or None
         loop = asyncio.get_running_loop()
         ping_at = loop.time() + (heartbeat or 0.0)
+        if request.transport is not None:
+            write_now = asyncio_writer(request.transport)
+            # No data frame may follow a close frame.
+            subscription.write_directly(
+                "ws-text", sample_frames, lambda data: not ws.closed and write_now(data)
+            )
         try:
             while True:
                 wait = None if heartbeat is None else max(0.0, ping_at - loop.time())
@@ -226,11 +235,12 @@ class AiohttpWsServer:
                 if ws.closed or transport is None or transport.is_closing():
                     return  # no data frame may follow a close frame
                 if batch:
-                    transport.write(text_frames(map(encode_sample, batch)))
+                    transport.write(sample_frames(batch))
                 if heartbeat is not None and loop.time() >= ping_at:
                     await ws.ping()
                     ping_at = loop.time() + heartbeat
                 await drain()
+                subscription.rejoin()
         except (SubscriberOverflow, ConnectionError):
             pass  # cut (the overflow callback is closing it), or gone
 
@@ -351,6 +361,11 @@ AIOHTTP_WS = Transport(
     baseline="aiohttp-ws",
     bad_input_family="websocket",
     resume_token="query ?epoch=E&since=SEQ",
+    write_path=(
+        "hub fast path: each batch's frames encoded once, written to every caught-up socket in "
+        "one pass (the request's asyncio transport); a task per connection for history, a full "
+        "socket and pings"
+    ),
     keepalive="WebSocket ping/pong both ways, a read deadline on each side",
     keepalive_params=keepalive_params,
 )

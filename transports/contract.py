@@ -116,6 +116,9 @@ class Transport:
     keepalive: str
     #: ... and in figures: see :meth:`keepalive_in_force`.
     keepalive_params: KeepaliveParams
+    #: How its server writes one batch to many subscribers, in words (the fan-out report):
+    #: the hub's one-pass fast path, a library broadcast, or a task per connection (and why).
+    write_path: str
     #: Settings this transport always runs with, whatever the caller asks (the seed design).
     fixed_settings: Callable[[Settings], Settings] = keep_settings
     #: The publish rate `serve` uses when none is given.

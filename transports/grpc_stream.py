@@ -360,6 +360,10 @@ GRPC = Transport(
     baseline="grpc",
     bad_input_family="grpc",
     resume_token="request message ResumeToken{epoch, since}",
+    write_path=(
+        "a task per call: grpcio's asyncio API has only the awaited context.write(), one "
+        "message at a time"
+    ),
     keepalive="HTTP/2 keepalive pings both ways (grpc.keepalive_time_ms / _timeout_ms)",
     keepalive_params=keepalive_params,
 )

@@ -376,6 +376,10 @@ HTTP_STREAM = Transport(
     baseline="starlette-stream",
     bad_input_family="http-stream",
     resume_token="query ?epoch=E&since=SEQ",
+    write_path=(
+        "a task per connection: starlette's StreamingResponse is a generator behind ASGI's "
+        "awaited send(), so no write to many connections in one pass"
+    ),
     keepalive='{"heartbeat":NS} lines from the server, client read deadline',
     keepalive_params=keepalive_params,
 )

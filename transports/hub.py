@@ -22,6 +22,9 @@ drained) everything before.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from model.errors import SubscriberOverflow, TooManyConnections
@@ -30,6 +33,8 @@ from transports.resume import ResumeToken, start_seq
 from transports.settings import Settings
 
 __all__ = ["Encode", "Hub", "Subscription", "WriteNow"]
+
+log = logging.getLogger(__name__)
 
 #: One wire form: a batch of samples as the bytes a subscriber's socket gets.
 Encode = Callable[[Sequence[Sample]], bytes]
@@ -116,6 +121,14 @@ class Subscription:
         """Whether the hub writes to it directly now."""
         return self._direct is not None and not self._lagging
 
+    def quiet_s(self) -> float:
+        """Seconds since the hub last wrote to it directly (infinite when not on the fast
+        way): a task that sends heartbeats when the stream is idle asks this, since the
+        hub's direct writes do not wake it."""
+        if not self.fast:
+            return math.inf
+        return time.monotonic() - self._hub.published_at
+
     def close(self) -> None:
         """Leave the hub (idempotent)."""
         self._hub._subscribers.discard(self)
@@ -146,8 +159,12 @@ class Hub:
         self._ring: list[Sample | None] = [None] * self.settings.history
         self._subscribers: set[Subscription] = set()
         self.next_seq = 0
+        #: ``time.monotonic()`` at the last publish.
+        self.published_at = time.monotonic()
         #: Subscribers cut so far for falling behind.
         self.cut_count = 0
+        #: Batch writes ``publish`` made itself (the fast path), over all subscribers.
+        self.direct_writes = 0
         # Resolved by the next publish; replaced after. A future, not an Event: set-then-clear
         # would lose the wake-up of a waiter that had checked but not yet started waiting.
         self._published: asyncio.Future[None] | None = None
@@ -164,6 +181,11 @@ class Hub:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def fast_count(self) -> int:
+        """Subscribers the hub writes to directly now (counted on demand)."""
+        return sum(sub.fast for sub in self._subscribers)
+
     def publish(self, samples: Iterable[Sample]) -> None:
         """Append samples (consecutive seqs of this epoch) and wake every subscriber."""
         batch = list(samples)
@@ -175,6 +197,7 @@ class Hub:
         for sample in batch[-capacity:]:
             ring[sample.seq % capacity] = sample
         first, self.next_seq = self.next_seq, batch[-1].seq + 1
+        self.published_at = time.monotonic()
         encoded: dict[Hashable, bytes] = {}
         for sub in list(self._subscribers):
             direct = sub._direct
@@ -183,9 +206,19 @@ class Hub:
                 data = encoded.get(form)
                 if data is None:
                     data = encoded[form] = encode(batch)
-                if write(data):
+                try:
+                    took = write(data)
+                except Exception:
+                    # A broken writer must not stop the stream for everyone: its task takes
+                    # over (and meets the error itself).
+                    log.warning(
+                        "a direct write failed; back to the subscriber's task", exc_info=True
+                    )
+                    sub._direct, took = None, False
+                if took:
                     sub._cursor = self.next_seq
                     sub.direct_writes += 1
+                    self.direct_writes += 1
                     continue
                 sub._lagging = True  # its task takes this batch and awaits the drain
             sub._published(len(batch))

@@ -15,7 +15,7 @@ the dropped ``\\r`` included, so the verdict never depends on how the input was 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -87,7 +87,7 @@ class LineSplitter:
             raise FrameTooLarge(f"line longer than {self._max} bytes")
 
 
-def encode_sample_lines(samples: list[Sample]) -> bytes:
+def encode_sample_lines(samples: Sequence[Sample]) -> bytes:
     """Samples as consecutive lines, ready for one write."""
     if not samples:
         return b""

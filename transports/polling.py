@@ -571,6 +571,7 @@ POLL = Transport(
     baseline="aiohttp-poll",
     bad_input_family="http-poll",
     resume_token="query ?epoch=E&since=SEQ",
+    write_path=("one response per request (aiohttp), encoded for that request: nothing is pushed"),
     keepalive="none: every poll is a fresh request (request timeout)",
     keepalive_params=_keepalive_params,
 )
@@ -586,4 +587,8 @@ LONG_POLL = dataclasses.replace(
     connect=connect_long_poll,
     options=LongPollOptions(),
     keepalive="held request answered within min(wait, heartbeat); request timeout",
+    write_path=(
+        "one response per held request (aiohttp), each woken by the publish and encoded for "
+        "its own request"
+    ),
 )

@@ -456,6 +456,11 @@ SSE = Transport(
     baseline="sse-starlette",
     bad_input_family="http-stream",
     resume_token="Last-Event-ID: E:SEQ (event id E:SEQ)",
+    write_path=(
+        "a task per connection: sse-starlette's response is a generator behind ASGI's awaited "
+        "send(), so neither starlette nor uvicorn lets a server write to many connections in "
+        "one pass"
+    ),
     keepalive="SSE comment ping, client read deadline",
     keepalive_params=keepalive_params,
 )

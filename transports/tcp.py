@@ -55,6 +55,7 @@ from model.errors import (
 from model.sample import Sample
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline, read_within
+from transports.direct_writes import asyncio_writer
 from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.ndjson import (
@@ -297,17 +298,34 @@ class TcpServer:
         return token, len(lines) > 1
 
     async def _pump(self, connection: _Connection, subscription: Subscription) -> None:
-        """Take a whole batch, write it in one go, wait once for the socket to take it."""
+        """Write what the hub's fast path did not: history, a batch the socket could not take
+        at once (then wait once for the socket to drain), and a heartbeat when idle.
+
+        While this subscriber is caught up, ``publish`` writes each batch to the socket itself
+        (encoded once for every subscriber); this task then only wakes for heartbeats.
+        """
         writer = connection.writer
         heartbeat_s = self.settings.heartbeat_s or None
+        write_now = asyncio_writer(writer.transport)
+        ended = connection.ended.is_set
+        # Not after the end: an error line and a half-close may already have gone out.
+        subscription.write_directly(
+            "ndjson", encode_sample_lines, lambda data: not ended() and write_now(data)
+        )
+        wait_s = heartbeat_s
         try:
             while True:
-                batch = await subscription.next_batch(heartbeat_s)
+                batch = await subscription.next_batch(wait_s)
+                wait_s = heartbeat_s
                 if batch:
                     writer.write(encode_sample_lines(batch))
+                elif heartbeat_s is not None and (quiet := subscription.quiet_s()) < heartbeat_s:
+                    wait_s = heartbeat_s - quiet  # the hub wrote meanwhile: not idle yet
+                    continue
                 else:
                     writer.write(encode_heartbeat(time.monotonic_ns()))
                 await writer.drain()
+                subscription.rejoin()
         except SubscriberOverflow:
             pass  # the overflow callback has already ended the connection
         except (ConnectionError, OSError):
@@ -462,6 +480,11 @@ TCP = Transport(
     baseline="asyncio-tcp",
     bad_input_family="tcp",
     resume_token='hello line {"epoch":E,"since":SEQ}',
+    write_path=(
+        "hub fast path: each batch encoded once, written to every caught-up socket in one pass "
+        "(asyncio transport.write); a task per connection only for history, a full socket and "
+        "heartbeats"
+    ),
     keepalive='{"heartbeat":NS} lines both ways (optional from the client), read deadlines',
     keepalive_params=keepalive_params,
 )

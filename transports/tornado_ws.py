@@ -47,11 +47,11 @@ from model.errors import (
     SubscriberOverflow,
     TooManyConnections,
 )
-from model.sample import Sample, decode_sample, encode_sample
+from model.sample import Sample, decode_sample
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline
 from transports.failures import unreachable
-from transports.hub import Hub, Subscription
+from transports.hub import Hub, Subscription, WriteNow
 from transports.options import NoOptions, Options
 from transports.origins import OriginPolicy
 from transports.page import PAGE_HEADERS, PAGE_PATH, PageConfig, render_page
@@ -73,7 +73,7 @@ from transports.sockets import (
     url_host,
 )
 from transports.tls import HTTP1, client_ssl, server_ssl
-from transports.ws_frames import PROTOCOL_ERROR, frame_violation, text_frames
+from transports.ws_frames import PROTOCOL_ERROR, frame_violation, sample_frames
 
 __all__ = [
     "SEED",
@@ -180,6 +180,9 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
         self._pump = asyncio.create_task(self._send(self._subscription, stream))
 
     async def _send(self, subscription: Subscription, stream: tornado.iostream.IOStream) -> None:
+        """Write what the hub's fast path did not: history, and a batch the socket could not
+        take at once, awaiting the write (tornado pings on its own)."""
+        subscription.write_directly("ws-text", sample_frames, self._write_now(stream))
         try:
             while True:
                 batch = await subscription.next_batch()
@@ -188,12 +191,28 @@ class SampleSocket(tornado.websocket.WebSocketHandler):
                 # The whole batch as one write of its frames, awaited: a peer that stops
                 # reading stops us here (backpressure) holding one batch, where a write per
                 # message held a tornado task per message (1-1.6 MB per stuck reader).
-                await stream.write(text_frames(map(encode_sample, batch)))
+                await stream.write(sample_frames(batch))
+                subscription.rejoin()
         except (
             tornado.iostream.StreamClosedError,
             SubscriberOverflow,  # cut: _overflowed is closing the connection
         ):
             pass
+
+    def _write_now(self, stream: tornado.iostream.IOStream) -> WriteNow:
+        """The hub's fast path: a write the socket takes at once, or none. ``writing()`` is
+        tornado's word for bytes still buffered (the kernel did not take the last write)."""
+
+        def write_now(data: bytes) -> bool:
+            connection = self.ws_connection
+            if connection is None or connection.is_closing() or stream.closed():
+                return False
+            if stream.writing():
+                return False
+            stream.write(data)  # its future needs no awaiting: tornado retrieves its error
+            return True
+
+        return write_now
 
     def _reject(self, error: StreamError) -> None:
         self.close(rejection(error).ws_close_code, ws_close_reason(rejection_text(error)))
@@ -414,6 +433,10 @@ TORNADO_WS = Transport(
     baseline="tornado-ws",
     bad_input_family="websocket",
     resume_token="query ?epoch=E&since=SEQ",
+    write_path=(
+        "hub fast path: each batch's frames encoded once, written to every caught-up IOStream "
+        "in one pass; a task per connection only for history and a full socket"
+    ),
     keepalive="WebSocket ping/pong (tornado), client read deadline",
     keepalive_params=keepalive_params,
 )

@@ -536,6 +536,10 @@ WEBSOCKETS = Transport(
     baseline="websockets",
     bad_input_family="websocket",
     resume_token="query ?epoch=E&since=SEQ",
+    write_path=(
+        "websockets.broadcast() of each sample to every connection in step, from one task; a "
+        "task per connection only while it catches up"
+    ),
     keepalive="WebSocket ping/pong both ways (websockets), client read deadline",
     keepalive_params=keepalive_params,
 )

@@ -884,6 +884,10 @@ WEBTRANSPORT = Transport(
     baseline="aioquic-webtransport",
     bad_input_family="quic",
     resume_token="CONNECT path ?epoch=E&since=SEQ",
+    write_path=(
+        "a task per session writing a batch into its QUIC stream (aioquic is sans-I/O: one "
+        "transmit per batch)"
+    ),
     keepalive="QUIC idle timeout = dead-after, client PINGs and server heartbeat lines",
     keepalive_params=keepalive_params,
 )

@@ -1,8 +1,10 @@
 """The WebSocket framing the tornado server does itself (pure: no I/O).
 
 - :func:`text_frames`: a whole batch of messages as server frames in one ``bytes``, so a batch
-  is one write to the connection. Through ``write_message`` every message is a write and a task
-  of its own, and a reader that stops reading held a whole batch of them (1-1.6 MB each).
+  is one write to the connection (:func:`sample_frames`: a batch of samples so, the wire
+  form the hub encodes once for every subscriber on its fast path). Through
+  ``write_message`` every message is a write and a task of its own, and a reader that stops
+  reading held a whole batch of them (1-1.6 MB each).
 - :func:`frame_violation`: what RFC 6455 says to answer to a frame tornado accepts as it is
   (invalid UTF-8 in a text message, a close frame with an invalid code or reason), which
   tornado would pass on or echo.
@@ -11,12 +13,15 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from model.sample import Sample, encode_sample
 
 __all__ = [
     "INVALID_PAYLOAD",
     "PROTOCOL_ERROR",
     "frame_violation",
+    "sample_frames",
     "text_frames",
     "valid_close_code",
 ]
@@ -42,6 +47,11 @@ def text_frames(messages: Iterable[bytes]) -> bytes:
             parts.append(struct.pack("!BBQ", _FIN_TEXT, 127, n))
         parts.append(message)
     return b"".join(parts)
+
+
+def sample_frames(samples: Sequence[Sample]) -> bytes:
+    """Samples in their wire form, one text frame each, in one ``bytes``."""
+    return text_frames(map(encode_sample, samples))
 
 
 def valid_close_code(code: int) -> bool:
