@@ -64,20 +64,28 @@ async def test_a_server_started_with_a_low_nofile_keeps_it_and_says_so_on_stderr
         await server.stop()  # not a background teardown: the test's loop ends here
 
 
-@pytest.mark.timeout(400)
+#: Raw asyncio and grpcio's HTTP/2 (the one whose refusal past the limit is slowest): the
+#: pipeline from cases to figures and report is the same for every transport, and each
+#: transport's own refusals are checked in its own tests (test_hardening_servers, test_tcp,
+#: test_grpc, test_webtransport, ...). All eleven at once took two minutes of the suite.
+TRANSPORTS_RUN = ("tcp", "grpc")
+
+
+@pytest.mark.timeout(300)
 def test_quick_bad_input_shows_the_limit_and_fd_exhaustion_per_transport(tmp_path: Path) -> None:
+    assert set(TRANSPORTS_RUN) <= set(TRANSPORTS)
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "experiments", "--profile", "quick", "--scenarios", "bad-input"]
     done = subprocess.run(
-        [*argv, "--out", str(out)],
+        [*argv, "--transports", ",".join(TRANSPORTS_RUN), "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=380,  # eleven transports at once, webtransport the slowest
+        timeout=280,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = load_results(out)
-    assert {r.transport for r in results.records} == set(TRANSPORTS)
+    assert {r.transport for r in results.records} == set(TRANSPORTS_RUN)
     for record in results.records:
         assert record.error is None, (record.transport, record.error)
         by_case = {a.case.split(" (")[0]: a for a in _answers(record)}

@@ -498,16 +498,31 @@ async def open_idle(
 async def subscribers(
     target: Target, head: bytes, count: int, timeout_s: float
 ) -> list[asyncio.StreamWriter]:
-    """``count`` peers that send ``head`` (subscribe) and wait for the server's first bytes
-    (so each is in before the caller goes on), then read no more. The caller closes them."""
+    """``count`` peers that send ``head`` (subscribe) and wait for the server's answer to
+    it (so each is in before the caller goes on), then read no more. The caller closes them.
+
+    The answer is the first bytes, but on HTTP/2 the server's first bytes are its SETTINGS,
+    sent before it reads the request: there it is the first HEADERS or DATA frame of a stream.
+    """
+    http2 = head.startswith(PREFACE)
+
+    async def answered(reader: asyncio.StreamReader) -> None:
+        if not http2:
+            await reader.read(1)
+            return
+        while True:
+            frame = await reader.readexactly(9)
+            await reader.readexactly(int.from_bytes(frame[:3], "big"))
+            if frame[3] in (0x0, 0x1) and int.from_bytes(frame[5:9], "big") & 0x7FFF_FFFF:
+                return  # DATA or HEADERS on a stream: the request was taken
 
     async def one() -> asyncio.StreamWriter:
         reader, writer = await asyncio.wait_for(
             target.open(), timeout_s
         )
         writer.write(head)
-        with contextlib.suppress(TimeoutError, ConnectionError):
-            await asyncio.wait_for(reader.read(1), timeout_s)
+        with contextlib.suppress(TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            await asyncio.wait_for(answered(reader), timeout_s)
         return writer
 
     got = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)

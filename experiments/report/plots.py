@@ -19,18 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 from experiments.histogram import cdf_points, merge
+from experiments.report.pyplot import pyplot
 from experiments.results import FaultTrace, Record
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["latency_cdf_plot", "timeline_plot"]
 
@@ -70,6 +68,7 @@ def latency_cdf_plot(
             curves.append((label, int(h.get_total_count()), cdf_points(h)))
     if not curves:
         return ""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     reach = 1.0
     for label, count, points in curves:
@@ -111,6 +110,10 @@ def timeline_plot(
     panels = {t: list(ts) for t, ts in traces_by_transport.items() if ts}
     if not panels:
         return ""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(9, 0.6 + 1.7 * len(panels)), sharex=True, squeeze=False
     )

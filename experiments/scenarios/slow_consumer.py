@@ -8,15 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import msgspec
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from experiments.faults.proxy import PeerClose
 from experiments.faults.rounds import PACE, Proxies
 from experiments.histogram import merge, summarize
+from experiments.report.pyplot import pyplot
 from experiments.results import Record, Results, Scalar
 from experiments.run.context import RunContext
 from experiments.run.processes import ServerProcess
@@ -73,8 +70,7 @@ def describe_outcome(client: ClientOutcome, cut_after_s: float | None = None) ->
         return f"slow: never cut (buffered), received {client.received}, {lost} lost"
     reason = drops[0].reason[:60]
     return (
-        f"slow: cut {len(drops)}x ({reason}), reconnected, {client.received} received, "
-        f"{lost} lost"
+        f"slow: cut {len(drops)}x ({reason}), reconnected, {client.received} received, {lost} lost"
     )
 
 
@@ -103,9 +99,7 @@ class SlowConsumer:
     max_repeats: int | None = None
     knobs: Mapping[str, SlowConsumerKnobs] = {
         "quick": SlowConsumerKnobs(10 * PACE["quick"].rate_hz, phase_s=1.0, read_fraction=0.1),
-        "default": SlowConsumerKnobs(
-            10 * PACE["default"].rate_hz, phase_s=1.5, read_fraction=0.1
-        ),
+        "default": SlowConsumerKnobs(10 * PACE["default"].rate_hz, phase_s=1.5, read_fraction=0.1),
         "full": SlowConsumerKnobs(10 * PACE["full"].rate_hz, phase_s=8.0, read_fraction=0.1),
     }
     columns = (
@@ -215,6 +209,7 @@ class SlowConsumer:
         if not firsts:
             return []
         lines = ["What became of the slow consumers (first repeat):", ""]
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 3))
         for transport, r in firsts.items():
             lines.append(f"- {transport}: {r.metrics.get('slow_client_outcome')}")

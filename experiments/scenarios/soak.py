@@ -10,13 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import msgspec
 import numpy as np
-from matplotlib.patches import Patch
 
 from experiments.faults.kernel import kernel_path, path_of
 from experiments.faults.nemesis import (
@@ -40,6 +35,7 @@ from experiments.faults.rounds import (
 )
 from experiments.faults.windows import FaultWindow, observe, summarize, trace
 from experiments.network import NetworkPath
+from experiments.report.pyplot import pyplot
 from experiments.results import FaultTrace, Observation, Record, Results, Scalar
 from experiments.run.context import RunContext
 from experiments.run.processes import HarnessError, ServerProcess
@@ -509,6 +505,9 @@ def timeline(transport: str, detail: SoakDetail, path: Path) -> str:
     (a reset, an instant, a line); the markdown link to the PNG."""
     if not detail.backlog:
         return ""
+    plt = pyplot()
+    from matplotlib.patches import Patch
+
     fig, ax = plt.subplots(figsize=(12, 3.2))
     xs = detail.bin_s * np.arange(len(detail.backlog)) / 60.0
     ax.plot(xs, detail.backlog, lw=0.6, color="tab:blue", zorder=3)
