@@ -24,7 +24,9 @@ SERVING = re.compile(r"^serving (\S+) on (\S+):(\d+) .*epoch=([0-9a-f]+)")
 
 @contextmanager
 def serve(name: str, *args: str, port: int = 0) -> Iterator[tuple[int, str]]:
-    """Run ``serve NAME`` until the block ends; yield its port and epoch."""
+    """Run ``serve NAME`` until the block ends; yield its port and epoch. Both readiness
+    lines must name the loop asked for (``--loop``, asyncio by default)."""
+    loop = args[args.index("--loop") + 1] if "--loop" in args else "asyncio"
     proc = subprocess.Popen(
         [*CLI, "serve", name, "--port", str(port), "--ready-json", *args],
         stdout=subprocess.PIPE,
@@ -42,6 +44,7 @@ def serve(name: str, *args: str, port: int = 0) -> Iterator[tuple[int, str]]:
         assert announcement.ready.transport == name == match.group(1)
         assert announcement.ready.pid == proc.pid
         assert (str(announcement.ready.port), announcement.ready.epoch) == match.group(3, 4)
+        assert announcement.ready.loop == loop and human.rstrip().endswith(f" loop={loop}")
         yield announcement.ready.port, announcement.ready.epoch
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -62,9 +65,13 @@ def test_list_names_every_registered_transport() -> None:
 
 
 @pytest.mark.parametrize("name", list(TRANSPORTS))
-def test_serve_and_listen_json(name: str) -> None:
-    with serve(name, "--rate", "200", "--seed", "3") as (port, epoch):
-        out = run("listen", name, "--port", str(port), "--count", "20", "--json")
+def test_serve_and_listen_json_on_uvloop(name: str) -> None:
+    # Every transport's libraries on uvloop, both ends (serve() checks that the server
+    # announces the loop it really runs on); the other tests here run the default asyncio.
+    with serve(name, "--rate", "200", "--seed", "3", "--loop", "uvloop") as (port, epoch):
+        out = run(
+            "listen", name, "--port", str(port), "--count", "20", "--json", "--loop", "uvloop"
+        )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 20
@@ -170,6 +177,8 @@ def test_usage_errors_exit_2_without_traceback(args: list[str], message: str) ->
         (["serve", "tcp", "--settings-json", '{"option":{}}'], "option"),
         (["listen", "poll", "--settings-json", '{"options":{"wait_s":1}}'], "wait_s"),
         (["serve", "tcp", "--settings-json", "{"], "--settings-json"),
+        (["serve", "tcp", "--loop", "bogus"], "unknown event loop 'bogus'; known: asyncio"),
+        (["listen", "sse", "--loop", "trio"], "unknown event loop 'trio'"),
     ],
 )
 def test_bad_settings_are_one_line_naming_them_and_exit_2(args: list[str], named: str) -> None:

@@ -2,8 +2,9 @@
 
 People read ``serving NAME on HOST:PORT ...``; programs (the experiments harness) read
 ``{"ready":{"transport":NAME,"host":H,"port":P,"epoch":E,"pid":PID}}``, printed after the human
-line, once the server accepts connections. :func:`parse_announcement` picks it out of any
-other output.
+line, once the server accepts connections; a server on uvloop adds ``"loop":"uvloop"`` (the
+default, ``asyncio``, is left out, so the line of a default server is as it always was).
+:func:`parse_announcement` picks it out of any other output.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ from typing import Annotated
 import msgspec
 
 from model.sample import EPOCH_PATTERN
+from transports.loops import LoopName
 
 __all__ = ["Announcement", "Ready", "parse_announcement"]
 
 
-class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where a server listens, which run it is, and its process (to measure or signal it)."""
+class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Where a server listens, which run it is, its process (to measure or signal it), and
+    the event loop it runs on (:mod:`transports.loops`)."""
 
     transport: str
     host: str
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
     epoch: Annotated[str, msgspec.Meta(pattern=EPOCH_PATTERN)]
     pid: Annotated[int, msgspec.Meta(ge=1)]
+    loop: LoopName = "asyncio"
 
 
 class Announcement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

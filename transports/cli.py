@@ -6,13 +6,14 @@ KEY is a shared setting or one of the transport's options). ``serve --ready-json
 JSON readiness line (:mod:`transports.announce`) after the human ``serving ...`` line;
 ``serve --allow-origin ORIGIN`` (repeatable) adds to the ``allow_origins`` setting, the web
 pages besides the server's own and loopback ones that may read the stream
-(:mod:`transports.origins`).
+(:mod:`transports.origins`). ``--loop asyncio|uvloop`` picks the event loop either command runs
+on (:mod:`transports.loops`); ``serve`` names it in both readiness lines.
 
 Errors a user can cause (unknown transport, bad option or setting, a malformed ``--epoch``,
-port in use, no server within ``--wait``) are one line on stderr and exit code 2; Ctrl-C exits
-quietly with 130. ``serve`` stops cleanly (every connection closed, the port released) on
-SIGINT (exit 130) and SIGTERM (exit 0), also when started with SIGINT ignored, as a script's
-background job is.
+an unknown ``--loop``, port in use, no server within ``--wait``) are one line on stderr and
+exit code 2; Ctrl-C exits quietly with 130. ``serve`` stops cleanly (every connection closed,
+the port released) on SIGINT (exit 130) and SIGTERM (exit 0), also when started with SIGINT
+ignored, as a script's background job is.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from transports.contract import Transport
 from transports.failures import FailureKind, failure_kind, printable
 from transports.hub import Hub
 from transports.limits import fit_connections, raise_fd_limit
+from transports.loops import DEFAULT_LOOP, LOOPS, UnknownLoop, running_loop_name
+from transports.loops import run as run_on_loop
 from transports.options import Options, option_names, replace_options
 from transports.publisher import check_rate, publish_forever
 from transports.registry import TRANSPORTS, UnknownTransport, get
@@ -143,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
             "transports/config.py); --set applies on top",
         )
         p.add_argument("--tls", action="store_true", help="TLS around the connection")
+        p.add_argument(
+            "--loop",
+            default=DEFAULT_LOOP,
+            metavar="|".join(LOOPS),
+            help=f"the event loop to run on (default: {DEFAULT_LOOP})",
+        )
 
     serve = sub.add_parser("serve", help="publish the Bernoulli stream over one transport")
     common(serve)
@@ -219,16 +228,17 @@ async def _serve(
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop_on, signum)
     rate = transport.default_rate_hz if args.rate is None else args.rate
+    loop_name = running_loop_name()
     print(
         f"serving {transport.name} on {url_host(args.host)}:{server.port} "
         f"url={transport.url(args.host, server.port, tls=settings.tls is not None)} "
         f"epoch={epoch} rate={rate:g}/s "
         f"p={args.p} seed={args.seed} fds={fds if fds is not None else 'unlimited'} "
-        f"max_connections={settings.max_connections}",
+        f"max_connections={settings.max_connections} loop={loop_name}",
         flush=True,
     )
     if args.ready_json:
-        ready = Ready(transport.name, args.host, server.port, epoch, os.getpid())
+        ready = Ready(transport.name, args.host, server.port, epoch, os.getpid(), loop_name)
         print(Announcement(ready).encode(), flush=True)
     publisher = asyncio.create_task(publish_forever(hub, source, rate))
     stopping = asyncio.create_task(stop.wait())
@@ -360,22 +370,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list()
+        if args.loop not in LOOPS:
+            raise UnknownLoop(args.loop)
         transport = get(args.name)
         settings, options = _configuration(transport, args)
         if args.port is not None and not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be 0-65535, got {args.port}")
         if args.command == "serve":
             _check_serve_arguments(args)
-            return asyncio.run(_serve(transport, args, settings, options))
+            return run_on_loop(_serve(transport, args, settings, options), args.loop)
         if args.count is not None and args.count < 1:
             raise UsageError(f"--count must be >= 1, got {args.count}")
         if not (math.isfinite(args.wait) and args.wait >= 0):
             raise UsageError(f"--wait must be a number of seconds >= 0, got {args.wait}")
-        return asyncio.run(_listen(transport, args, settings, options))
+        return run_on_loop(_listen(transport, args, settings, options), args.loop)
     except SettingsError as exc:
         print(f"python -m transports: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, UnknownTransport) as exc:
+    except (UsageError, UnknownTransport, UnknownLoop) as exc:
         message = exc.args[0] if exc.args else str(exc)
         print(f"python -m transports: {message}", file=sys.stderr)
         return EXIT_USAGE

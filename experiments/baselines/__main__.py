@@ -7,6 +7,9 @@ applies) and pushes at saturation to every reader until SIGTERM.
 ``read NAME --port P --epoch E [--warmup S] [--duration S] [--seed S] [--server-pid PID]``
 reads for warm-up + window and prints one :class:`~experiments.baselines.process.BaselineResult`
 as JSON.
+
+Both take ``--loop asyncio|uvloop`` (:mod:`transports.loops`), the event loop they run on; the
+server's announcement names it, as ``serve``'s does.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from experiments.baselines.sink import Sink
 from experiments.worker.probe import ServerProbe, cpu_seconds
 from model.source import BernoulliSource
 from transports.announce import Announcement, Ready
+from transports.loops import DEFAULT_LOOP, LOOPS, running_loop_name
+from transports.loops import run as run_on_loop
 
 __all__ = ["main"]
 
@@ -44,7 +49,9 @@ async def _serve(args: argparse.Namespace) -> int:
         f"p={args.p} seed={args.seed}",
         flush=True,
     )
-    ready = Announcement(Ready(f"pusher-{args.name}", args.host, port, epoch, os.getpid()))
+    ready = Announcement(
+        Ready(f"pusher-{args.name}", args.host, port, epoch, os.getpid(), running_loop_name())
+    )
     print(ready.encode(), flush=True)
     done = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--port", type=int, default=0)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--p", type=float, default=0.72)
+        p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP)
     read = sub.choices["read"]
     read.add_argument("--epoch", required=True)
     read.add_argument("--warmup", type=float, default=0.5)
@@ -110,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(args))
-        sys.stdout.buffer.write(msgspec.json.encode(asyncio.run(_read(args))) + b"\n")
+            return run_on_loop(_serve(args), args.loop)
+        result = run_on_loop(_read(args), args.loop)
+        sys.stdout.buffer.write(msgspec.json.encode(result) + b"\n")
         sys.stdout.flush()
         return 0
     except KeyboardInterrupt:

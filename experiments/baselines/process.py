@@ -1,4 +1,8 @@
-"""Running a pusher's two sides as processes, like a transport's server and worker."""
+"""Running a pusher's two sides as processes, like a transport's server and worker.
+
+Both sides run where the :class:`~experiments.run.processes.Placement` says, on the event loop
+it names (``--loop``), so a pusher is measured on the same loop as the transport beside it.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ class PusherServer(ServerProcess):
             host=place.host,
             exec_prefix=place.server_prefix,
             connect=place.connect,
+            loop=place.loop,
         )
         self.pusher = pusher
 
@@ -70,6 +75,8 @@ class PusherServer(ServerProcess):
             str(self.seed),
             "--p",
             str(self.p),
+            "--loop",
+            self.loop,
         ]
 
 
@@ -114,6 +121,8 @@ async def measure_pusher(
             str(duration_s),
             "--server-pid",
             str(server.pid),
+            "--loop",
+            place.loop,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -7,8 +7,12 @@ whatever its ``sections(results, out_dir)`` add (plots, reconnection table, ...)
 several network paths gets one ``### on NETWORK`` section per path under each scenario (the
 path as measured, then that path's table and sections, its plots in ``NETWORK/``), and an
 ``## Across networks`` summary; a run over several ``--via`` paths gets ``## Through a reverse
-proxy`` (:mod:`experiments.report.via`). Then the conditions with the one settings table, and how to
-cite.
+proxy`` (:mod:`experiments.report.via`); a run plain and over TLS ``## TLS overhead``, one on
+both event loops ``## Event loops side by side`` (:mod:`experiments.report.side_by_side`).
+Then the conditions with the one settings table, and how to cite. Records differ by every
+dimension they ran under (network, via, security, client kind, loop): a table shows those that
+vary as columns, and no summary takes a figure from a mix of them
+(:mod:`experiments.report.dimensions`).
 
 A scenario the registry does not know (results of an older or newer version) still gets a
 table of every numeric metric its records carry; schema 1 files load through
@@ -29,6 +33,7 @@ import msgspec
 from experiments.report.conditions import cite_section, conditions_section
 from experiments.report.networks import cross_network_section
 from experiments.report.rows import REFERENCE
+from experiments.report.side_by_side import loops_section, tls_section
 from experiments.report.tables import scenario_table
 from experiments.report.via import via_section
 from experiments.results import Record, Results, load_results
@@ -126,9 +131,9 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
     across = cross_network_section(results)
     if across:
         parts += ["", across]
-    proxied = via_section(results)
-    if proxied:
-        parts += ["", proxied]
+    for section in (via_section(results), tls_section(results), loops_section(results)):
+        if section:
+            parts += ["", section]
     parts += ["", conditions_section(results), "", cite_section(results), ""]
     return "\n".join(parts)
 

@@ -4,7 +4,9 @@ One table per transport: a column per network the run used, a row per figure (la
 p50/p99 at the latency scenario's highest rate, saturation throughput, reconnect time after
 a restart and a reset, black-hole detection by the client and the server). Each cell is the
 same figure the scenario's own table shows (pooled latency with its support, medians over
-repeats otherwise), so the summary never says more than the tables behind it.
+repeats otherwise), so the summary never says more than the tables behind it. When other
+dimensions vary too (via, security, client kind, loop), a transport gets one table per
+combination of them (``### tcp · tls · uvloop``): no cell mixes them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.report.dimensions import DIMENSIONS, split
 from experiments.report.figures import format_number
 from experiments.report.rows import Row, figure, rows
 from experiments.results import Record, Results
@@ -80,10 +83,16 @@ def cross_network_section(results: Results) -> str:
         "few samples for that percentile; `n/a`: not measured (e.g. a server that never "
         "drops a dead peer).",
     ]
+    others = [k for k in DIMENSIONS if k != "network"]
     for transport in dict.fromkeys(r.transport for r in records):
-        out += ["", f"### {transport}", "", "| figure | " + " | ".join(networks) + " |"]
-        out.append("|---|" + "---|" * len(networks))
-        for line in lines:
-            cells = [_cell(records, line, transport, n) for n in networks]
-            out.append(f"| {line.label} | " + " | ".join(cells) + " |")
+        for group in split(records, others):
+            in_group = [r for r in group.records if r.transport == transport]
+            if not in_group:
+                continue
+            title = f"{transport} · {group.label}" if group.label else transport
+            out += ["", f"### {title}", "", "| figure | " + " | ".join(networks) + " |"]
+            out.append("|---|" + "---|" * len(networks))
+            for line in lines:
+                cells = [_cell(in_group, line, transport, n) for n in networks]
+                out.append(f"| {line.label} | " + " | ".join(cells) + " |")
     return "\n".join(out)

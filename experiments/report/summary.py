@@ -3,7 +3,9 @@
 Both show each scenario's ``headline`` columns, read exactly as the report's tables read
 them (medians over repeats, latency pooled over repeats; a percentile with too few samples
 is ``—``), and say whether the delivery check passed: the console never shows a figure the
-report would flag without the flag.
+report would flag without the flag. A row names the dimensions that tell a transport's rows
+apart (``tcp tls · uvloop``), so rows run under different conditions never look alike, and a row
+that was not applicable says why instead of showing empty figures.
 
 :func:`scenario_line` is for output that is not a terminal (a log, CI): one line when a
 scenario finishes, instead of ten silent minutes.
@@ -18,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from experiments.report.columns import Column
+from experiments.report.dimensions import label, not_applicable, telling_apart
 from experiments.report.figures import format_number
 from experiments.report.rows import Row, figure, rows
 from experiments.report.tables import NOT_MEASURED, UNSUPPORTED
@@ -63,7 +66,11 @@ def headline_figures(scenario: Scenario, row: Row) -> str:
 
 def skipped(row: Row) -> str | None:
     """Why a row was not measured at all, when its scenario said so (``skipped: ...``, e.g.
-    "not applicable: UDP (...)" for a fault a UDP transport cannot have), else None."""
+    "not applicable: UDP (...)" for a fault a UDP transport cannot have) or the runner did
+    (``metrics["not_applicable"]``: a path, client kind, security or loop it cannot take),
+    else None."""
+    if row.records and not row.failed:
+        return not_applicable(row.records)
     reasons = {(r.error or "").partition("skipped: ")[2] for r in row.failed}
     if row.records or not row.failed or "" in reasons:
         return None
@@ -82,9 +89,21 @@ def row_check(row: Row) -> str | None:
     return None
 
 
-def _label(scenario: Scenario, row: Row) -> str:
-    variant = scenario.variant(row.params).strip()
-    return f"{row.transport} {variant}" if variant else row.transport
+def _variant(scenario: Scenario, row: Row) -> str:
+    """What tells the row apart within its scenario ("" for a row that did not run)."""
+    return "" if skipped(row) is not None else scenario.variant(row.params).strip()
+
+
+def _label(scenario: Scenario, row: Row, dimensions: Sequence[str] = ()) -> str:
+    words = [row.transport, _variant(scenario, row), label(row.params, dimensions)]
+    return " ".join(w for w in words if w)
+
+
+def _figures(scenario: Scenario, row: Row) -> str:
+    reason = skipped(row)
+    if reason is not None:
+        return reason
+    return headline_figures(scenario, row) if row.records else "failed"
 
 
 def scenario_line(scenario: Scenario, records: Sequence[Record]) -> str:
@@ -92,10 +111,10 @@ def scenario_line(scenario: Scenario, records: Sequence[Record]) -> str:
     table_rows = rows(records, scenario.name)
     if not table_rows:
         return f"{scenario.name} done: no records"
+    dimensions = telling_apart(records)
     parts = []
     for row in table_rows:
-        figures = headline_figures(scenario, row) if row.records else skipped(row) or "failed"
-        parts.append(f"{_label(scenario, row)} {figures}")
+        parts.append(f"{_label(scenario, row, dimensions)} {_figures(scenario, row)}")
     flagged = sum(row_check(row) is not None for row in table_rows)
     tail = f" ({flagged} ⚠)" if flagged else ""
     return f"{scenario.name} done: " + " · ".join(parts) + tail
@@ -108,12 +127,13 @@ def summary_table(records: Sequence[Record], scenarios: Sequence[Scenario]) -> T
     table.add_column("transport", no_wrap=True)
     table.add_column("headline figures")
     table.add_column("check", max_width=40)
+    dimensions = telling_apart(records)
     for scenario in scenarios:
         for row in rows(records, scenario.name):
-            variant = scenario.variant(row.params).strip()
+            variant = _variant(scenario, row)
             name = f"{scenario.name} {variant}" if variant else scenario.name
-            figures = headline_figures(scenario, row) if row.records else skipped(row) or "failed"
+            who = " ".join(w for w in (row.transport, label(row.params, dimensions)) if w)
             problem = row_check(row)
             check = "[green]ok" if problem is None else f"[red]⚠ {escape(problem[:60])}"
-            table.add_row(escape(name), escape(row.transport), escape(figures), check)
+            table.add_row(escape(name), escape(who), escape(_figures(scenario, row)), check)
     return table

@@ -13,7 +13,9 @@ Only the params that tell rows of one transport apart are columns; those that di
 from one transport to another are stated once per transport under the table, and those the
 same everywhere are conditions of the run (:func:`~experiments.report.rows.varying_params`).
 Rows whose delivery check failed are marked ⚠N and explained under the table; failed
-measurements (``error``) are listed there too. A scenario the registry does not know gets a
+measurements (``error``) are listed there too, and so are rows that were not applicable (a
+path, client kind, security or loop the transport cannot take, with the runner's reason)
+instead of a line of empty cells. A scenario the registry does not know gets a
 table of every numeric metric its records carry (:func:`generic_columns`).
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from experiments.report.columns import Column
+from experiments.report.dimensions import not_applicable
 from experiments.report.figures import format_number, format_spread
 from experiments.report.rows import (
     Figure,
@@ -184,8 +187,15 @@ def scenario_table(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = _Notes()
     warnings: list[str] = []
+    skipped: list[str] = []
     legacy = False
     for row in measured:
+        why_not = not_applicable(row.records)
+        if why_not is not None:
+            given = [k for k in params if row.params.get(k) is not None]
+            why = why_not.removeprefix("not applicable: ")
+            skipped.append(f"{_describe(row, given)}: {why}")
+            continue
         name = row.transport
         if row.problems:
             warnings.append(f"⚠{len(warnings) + 1} {_describe(row, params)}: "
@@ -218,6 +228,9 @@ def scenario_table(
             "Latency from results without histograms (schema 1): the median [min–max] of "
             "each repeat's own percentile; how many samples were behind them is not known.",
         ]
+    if skipped:
+        lines += ["", "Not applicable:", ""]
+        lines += [f"- {_escape(s)}" for s in skipped]
     if warnings:
         lines += ["", "Delivery check failed (timings from these runs are not clean):", ""]
         lines += [f"- {_escape(w)}" for w in warnings]

@@ -10,7 +10,9 @@ upstream and a black hole in front of nginx look like to the client, and whether
 a quiet stream (heartbeats off, ``proxy_read_timeout`` shortened for that part) and one with
 heartbeats. Each cell is the figure the scenario's own table shows (medians over repeats,
 latency pooled); ``·`` means the scenario did not run there. A transport nginx cannot carry
-gets one "not applicable" row per path. The section is empty when the run used one path.
+gets one "not applicable" row per path. When other dimensions vary too (network, security,
+client kind, loop), each of their combinations gets rows of its own, named in a column per
+dimension: no cell mixes them. The section is empty when the run used one path.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from experiments.report.dimensions import DIMENSIONS, dimension, not_applicable, split
 from experiments.report.figures import format_number
 from experiments.report.rows import Row, figure, rows
 from experiments.results import Record, Results
@@ -115,7 +118,9 @@ def _cut(cells: _Cells, prefix: str) -> str:
 
 
 def _latency_header(records: Sequence[Record], pct: str) -> str:
-    rates = sorted({_rate(r) for r in rows(records, "latency") if r.records})
+    rates = sorted(
+        {_rate(r) for r in rows(records, "latency") if r.records and not not_applicable(r.records)}
+    )
     return f"latency {pct} ms at {rates[0]:g}/s (n)" if rates else f"latency {pct} ms (n)"
 
 
@@ -197,26 +202,30 @@ def via_section(results: Results) -> str:
     if vias in ([], ["direct"]):
         return ""
     columns = _columns(records)
-    head = ["transport", "via", *(c.header for c in columns)]
+    groups = split(records, [k for k in DIMENSIONS if k != "via"])
+    keys = list(groups[0].params)
+    head = ["transport", "via", *keys, *(c.header for c in columns)]
     out = ["## Through a reverse proxy", "", _intro(results), ""]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for transport in dict.fromkeys(r.transport for r in records):
-        for via in vias:
-            mine = [
-                r
-                for r in records
-                if r.transport == transport and str(r.params.get("via", "direct")) == via
-            ]
-            if not mine:
-                continue
-            why_not = next((str(r.metrics["not_applicable"]) for r in mine
-                            if "not_applicable" in r.metrics), None)  # fmt: skip
-            if why_not is not None:
-                line = [transport, via, why_not, *[NOT_RUN] * (len(columns) - 1)]
-            else:
-                cells = _Cells(mine)
-                line = [transport, via, *(c.cell(cells) for c in columns)]
-            out.append("| " + " | ".join(_escape(c) for c in line) + " |")
+        for group in groups:
+            for via in vias:
+                mine = [
+                    r
+                    for r in group.records
+                    if r.transport == transport and dimension(r.params, "via") == via
+                ]
+                if not mine:
+                    continue
+                named = [transport, via, *(group.params[k] for k in keys)]
+                why_not = next((str(r.metrics["not_applicable"]) for r in mine
+                                if "not_applicable" in r.metrics), None)  # fmt: skip
+                if why_not is not None:
+                    line = [*named, why_not, *[NOT_RUN] * (len(columns) - 1)]
+                else:
+                    cells = _Cells(mine)
+                    line = [*named, *(c.cell(cells) for c in columns)]
+                out.append("| " + " | ".join(_escape(c) for c in line) + " |")
     failed = [r for r in records if r.error]
     if failed:
         out += ["", "Failed measurements (no figures):", ""]

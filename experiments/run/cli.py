@@ -9,6 +9,11 @@ server (:mod:`experiments.via`; quiet-stream joins the default scenarios on an n
 ``--client-kinds python,browser`` runs them once per kind of client
 (:mod:`experiments.worker.kinds`: the browser's are headless Chromium pages, in latency,
 restart, reset and blackhole).
+``--security plain,tls`` runs them once plain and once over TLS, with a throwaway certificate
+made for the run (:mod:`experiments.run.security`); ``--loop asyncio,uvloop`` once per event
+loop of the servers, client workers and baseline pushers (:mod:`experiments.run.event_loops`).
+``--clients N,N,...`` sets the fan-out sizes (positive integers; e.g. ``1000,10000``) in place
+of the profile's.
 A bad argument or an unknown name is one line on stderr and exit code 2; Ctrl-C tears every
 process down and exits with 130. A rich progress bar shows what runs; a summary table
 follows (when the output is not a terminal, one plain line per finished scenario instead of
@@ -22,9 +27,11 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import itertools
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
@@ -45,6 +52,8 @@ from experiments.network import (
 from experiments.network import (
     Profile as NetworkProfile,
 )
+from experiments.network.layout import SERVER_ADDR
+from experiments.report.dimensions import label
 from experiments.report.markdown import write_report
 from experiments.report.summary import scenario_line, summary_table
 from experiments.results import (
@@ -57,10 +66,18 @@ from experiments.results import (
     results_dir,
     write_results,
 )
+from experiments.run.event_loops import DEFAULT_LOOP, UnknownLoop, parse_loops
 from experiments.run.processes import kill_all, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, OPT_IN, PROFILES, Profile
 from experiments.run.runner import Progress as RunProgress
 from experiments.run.runner import run_suite, scenario_repeats
+from experiments.run.security import (
+    DEFAULT_SECURITY,
+    RunCertificate,
+    UnknownSecurity,
+    parse_securities,
+    run_certificate,
+)
 from experiments.scenarios.registry import SCENARIOS, Scenario, UnknownScenario
 from experiments.scenarios.registry import get as get_scenario
 from experiments.via import (
@@ -116,6 +133,37 @@ def _kinds(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _securities(text: str) -> tuple[str, ...]:
+    try:
+        return parse_securities(text)
+    except UnknownSecurity as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _loops(text: str) -> tuple[str, ...]:
+    try:
+        return parse_loops(text)
+    except UnknownLoop as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _clients(text: str) -> tuple[int, ...]:
+    """``1000,10000`` -> the fan-out sizes, each a positive integer, in order, each once."""
+    sizes: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            n = int(part)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(
+                f"want comma-separated client counts >= 1, got {part!r}"
+            )
+        if n not in sizes:
+            sizes.append(n)
+    return tuple(sizes)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--profile", choices=sorted(PROFILES), default="default")
@@ -150,18 +198,41 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated kinds of client; of python, browser (default: python; "
         "browser: headless Chromium pages, Debian's chromium)",
     )
+    p.add_argument(
+        "--security",
+        type=_securities,
+        default=(DEFAULT_SECURITY,),
+        help="comma-separated; of plain, tls (default: plain; tls: a throwaway CA and "
+        "certificate made for the run)",
+    )
+    p.add_argument(
+        "--loop",
+        type=_loops,
+        default=(DEFAULT_LOOP,),
+        help="comma-separated event loops of servers, clients and pushers; of asyncio, uvloop "
+        "(default: asyncio)",
+    )
+    p.add_argument(
+        "--clients",
+        type=_clients,
+        metavar="N,N,...",
+        help="fan-out sizes, e.g. 1000,10000 (default: the profile's)",
+    )
     return p
 
 
 @contextlib.contextmanager
-def _display(console: Console, steps: int) -> Iterator[RunProgress]:
-    """A progress bar on a terminal; one plain line per finished scenario otherwise."""
+def _display(console: Console, steps: int, dimensions: Sequence[str] = ()) -> Iterator[RunProgress]:
+    """A progress bar on a terminal; one plain line per finished scenario otherwise, which
+    names the step's values of ``dimensions`` (those the run has several values of)."""
     if not console.is_terminal:
         started = time.monotonic()
 
         def done(scenario: Scenario, records: list[Record]) -> None:
+            step = label(records[0].params, dimensions) if records else ""
+            where = f"({step}) " if step else ""
             console.print(
-                f"[{time.monotonic() - started:5.0f} s] {scenario_line(scenario, records)}",
+                f"[{time.monotonic() - started:5.0f} s] {where}{scenario_line(scenario, records)}",
                 soft_wrap=True,
                 highlight=False,
             )
@@ -187,9 +258,11 @@ def _display(console: Console, steps: int) -> Iterator[RunProgress]:
 
 def _profile(args: argparse.Namespace) -> Profile:
     profile = PROFILES[args.profile]
-    if args.duration is None:
-        return profile
-    return dataclasses.replace(profile, duration_min=args.duration)
+    if args.duration is not None:
+        profile = dataclasses.replace(profile, duration_min=args.duration)
+    if args.clients is not None:
+        profile = dataclasses.replace(profile, clients=args.clients)
+    return profile
 
 
 def _transport_names(profile: Profile) -> list[str]:
@@ -248,6 +321,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
             return f"--duration must be > 0 minutes, got {args.duration}"
         if "soak" not in names:
             return "--duration sets the soak's length: use it with --profile soak"
+    if args.clients is not None and "fanout" not in names:
+        return "--clients sets the fan-out sizes: use it with the fanout scenario"
     return None
 
 
@@ -281,6 +356,13 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     vias = args.via
     if set(vias) & set(PROXIED):
         env.packages["nginx"] = nginx_version()
+    securities, loops = args.security, args.loop
+    env.conditions["security"] = ",".join(securities)
+    env.conditions["loop"] = ",".join(loops)
+    if "uvloop" in loops:
+        env.packages.setdefault("uvloop", metadata.version("uvloop"))
+    if profile.clients is not None:
+        env.conditions["fanout_clients"] = ",".join(map(str, profile.clients))
     started = time.monotonic()
     kinds = args.client_kinds
     steps = sum(
@@ -289,7 +371,15 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         for s in scenarios
         if runs_in(kind, s.name)
     ) * len(transports)
-    with _display(console, steps * len(networks) * len(vias)) as hooks:
+    per_path = len(vias) * len(securities) * len(loops)
+    with (
+        _display(console, steps * len(networks) * per_path, _multiplied(args, networks)) as hooks,
+        contextlib.ExitStack() as stack,
+    ):
+        # One certificate for the run, for loopback and the emulated paths' server address.
+        certificate: RunCertificate | None = None
+        if "tls" in securities:
+            certificate = stack.enter_context(run_certificate((SERVER_ADDR,)))
         PRESPAWN["enabled"] = True
         try:
             for network in networks:
@@ -299,7 +389,9 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                         props = await measure(net)
                         env.networks[network.name] = network_conditions(props)
                         console.print(props.line(), soft_wrap=True, highlight=False)
-                    for via, kind in ((v, k) for v in vias for k in kinds):
+                    for via, kind, security, loop in itertools.product(
+                        vias, kinds, securities, loops
+                    ):
                         results.records += await run_suite(
                             profile,
                             transports,
@@ -313,6 +405,10 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                             network=net if net.namespaced else None,
                             via=via,
                             client_kind=kind,
+                            security=security,
+                            securities=securities,
+                            certificate=certificate,
+                            loop=loop,
                         )
         finally:
             await settle_teardowns()
@@ -332,14 +428,36 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _multiplied(args: argparse.Namespace, networks: Sequence[NetworkProfile]) -> list[str]:
+    """The dimensions the run has several values of (a step's line names its values)."""
+    counts = {
+        "network": len(networks),
+        "via": len(args.via),
+        "client_kind": len(args.client_kinds),
+        "security": len(args.security),
+        "loop": len(args.loop),
+    }
+    return [k for k, n in counts.items() if n > 1]
+
+
 def _elapsed_by_kind(records: Sequence[Record], scenarios: Sequence[Scenario]) -> dict[str, float]:
     """Wall seconds spent per scenario kind (steady, fault). Concurrent transports of one
     scenario overlap, so each (scenario, repeat) counts its slowest transport."""
     by_name = {s.name: s for s in scenarios}
     spans: dict[tuple[str, str, int, str], float] = {}
     for r in records:
-        # Every record of one step carries the same span (one step per network and via, too).
-        network = f"{r.params.get('network', 'loopback')}/{r.params.get('via', 'direct')}"
+        # Every record of one step carries the same span (one step per network, via, client
+        # kind, security and loop, too).
+        network = "/".join(
+            str(r.params.get(k, default))
+            for k, default in (
+                ("network", "loopback"),
+                ("via", "direct"),
+                ("client_kind", "python"),
+                ("security", "plain"),
+                ("loop", "asyncio"),
+            )
+        )
         spans[(r.scenario, network, r.repeat, r.transport)] = float(r.elapsed_s or 0.0)
     slowest: dict[tuple[str, str, int], float] = {}
     summed: dict[tuple[str, str, int], float] = {}

@@ -24,7 +24,14 @@ A scenario's ``run(ctx)`` uses:
   (:class:`~experiments.via.FrontedServer`), whose host and port are nginx's;
   ``ctx.server(rate, proxy_read_timeout_s=S)`` sets nginx's read timeout;
 - ``ctx.client_kind``: ``python`` (worker processes) or ``browser``: then ``ctx.clients(job)``
-  gives :class:`~experiments.worker.browser.BrowserClients` (the same calls, the same result).
+  gives :class:`~experiments.worker.browser.BrowserClients` (the same calls, the same result);
+- ``ctx.security``: ``plain`` or ``tls`` (:mod:`experiments.run.security`): under ``tls``
+  ``ctx.server()`` starts the server with the run's certificate (``serve --tls --certfile F
+  --keyfile F``) and ``ctx.job()`` gives the clients its CA (``Settings.tls``, as ``listen
+  --tls --cafile F`` builds it); records say the security in force (WebTransport's is always
+  ``tls``);
+- ``ctx.loop``: the event loop (``asyncio`` or ``uvloop``, :mod:`experiments.run.event_loops`)
+  the servers, client workers and baseline pushers of the step run on.
 """
 
 from __future__ import annotations
@@ -42,15 +49,24 @@ import msgspec
 from experiments.baselines.process import BaselineResult
 from experiments.network import NetworkPath
 from experiments.results import FaultTrace, Observation, Record, Scalar
-from experiments.run.processes import LOOPBACK, Placement, ServerPool, ServerProcess
+from experiments.run.processes import (
+    LOOPBACK,
+    HarnessError,
+    Placement,
+    ServerPool,
+    ServerProcess,
+)
 from experiments.run.profiles import Profile
+from experiments.run.security import RunCertificate, Security, security_in_force
 from experiments.via import front
 from experiments.worker.browser import BrowserClients
 from experiments.worker.kinds import Clients
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult
 from transports.contract import Transport
+from transports.loops import DEFAULT_LOOP
 from transports.settings import Settings
+from transports.tls import TlsSettings
 
 __all__ = ["P", "RunContext"]
 
@@ -67,7 +83,9 @@ class RunContext:
     repeat: int
     seed: int
     out_dir: Path
-    #: Results shared across the run's transports (e.g. a baseline pusher per repeat).
+    #: Results shared across the run's transports (e.g. a baseline pusher per repeat). One
+    #: dict per ``run_suite`` call, so per network, via, client kind, security and loop: a
+    #: pusher measured on one loop never stands in for another.
     baselines: dict[tuple[str, str, int], BaselineResult] = field(default_factory=dict)
     note: Callable[[str], None] = lambda text: None
     p: float = P
@@ -79,17 +97,50 @@ class RunContext:
     via: str = "direct"
     #: Whose clients read: ``python`` (the worker process) or ``browser`` (Chromium pages).
     client_kind: str = "python"
+    #: The security asked for: ``plain`` or ``tls``.
+    security: str = "plain"
+    #: The run's certificate (None: the run has no ``tls``).
+    certificate: RunCertificate | None = None
+    #: The event loop servers, workers and pushers run on.
+    loop: str = DEFAULT_LOOP
 
     @property
     def network_name(self) -> str:
         return "loopback" if self.network is None else self.network.profile.name
 
     @property
+    def security_in_force(self) -> Security:
+        """What this transport really runs under (QUIC is always TLS)."""
+        return security_in_force(self.security, self.transport)
+
+    def _tls(self) -> RunCertificate | None:
+        """The run's certificate when this step asks for TLS (None: plain, or a transport
+        that brings its own, as WebTransport does in a run without ``tls``)."""
+        if self.security != "tls":
+            return None
+        if self.certificate is None:
+            raise HarnessError("security tls needs the run's certificate (RunContext.certificate)")
+        return self.certificate
+
+    @property
+    def server_tls(self) -> TlsSettings | None:
+        """What the server gets under ``tls``: certificate and key (None: plain)."""
+        cert = self._tls()
+        return None if cert is None else cert.server_tls
+
+    @property
+    def client_settings(self) -> Settings:
+        """The settings clients get: the run's, with the CA to trust under ``tls``."""
+        cert = self._tls()
+        return self.settings if cert is None else self.settings.with_changes(tls=cert.client_tls)
+
+    @property
     def place(self) -> Placement:
-        """Where servers and clients run: here, or the emulated path's namespaces."""
+        """Where servers and clients run: here, or the emulated path's namespaces; on the
+        step's event loop."""
         path = self.network
         if path is None or not path.namespaced:
-            return LOOPBACK
+            return LOOPBACK if self.loop == DEFAULT_LOOP else Placement(loop=self.loop)
         client_ns = path.client_ns[0]
 
         async def connect(
@@ -103,6 +154,7 @@ class RunContext:
             client_prefix=tuple(path.exec_prefix(client_ns)),
             connect=connect,
             server_netns=path.server_ns,
+            loop=self.loop,
         )
 
     @property
@@ -111,9 +163,9 @@ class RunContext:
         return {
             "network": self.network_name,
             "via": self.via,
-            "security": "plain",
+            "security": self.security_in_force,
             "client_kind": self.client_kind,
-            "loop": "asyncio",
+            "loop": self.loop,
         }
 
     def client_sockets(self) -> Callable[[], socket.socket] | None:
@@ -144,6 +196,8 @@ class RunContext:
             kwargs.setdefault("host", place.host)
             kwargs.setdefault("exec_prefix", place.server_prefix)
             kwargs.setdefault("connect", place.connect)
+            kwargs.setdefault("loop", place.loop)
+            kwargs.setdefault("tls", self.server_tls)
             server = ServerProcess(
                 self.transport.name,
                 rate_hz=rate_hz,
@@ -166,12 +220,13 @@ class RunContext:
         (a group with its own host and port reaches a fault proxy instead)."""
         place = self.place
         kwargs.setdefault("server_netns", place.server_netns)
+        kwargs.setdefault("loop", place.loop)
         return ClientJob(
             transport=self.transport.name,
             host=host or place.host,
             port=port,
             groups=groups,
-            settings=self.settings,
+            settings=self.client_settings,
             options=msgspec.Raw(msgspec.json.encode(self.transport.options)),
             seed=self.seed,
             p=self.p,

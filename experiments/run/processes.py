@@ -5,8 +5,11 @@
 one JSON document. It is ready when it has announced itself (one JSON line: transport, host,
 port, epoch, pid; :mod:`transports.announce`) *and* a TCP connect to that port succeeds (never
 a sleep). It exposes ``pid``, ``port``, ``epoch``, :meth:`cpu_s`, :meth:`rss` and what it
-wrote to stderr (:meth:`stderr_bytes`, :meth:`stderr_since`); ``nofile`` starts it with that
-soft and hard ``RLIMIT_NOFILE`` (so ``serve`` cannot raise it);
+wrote to stderr (:meth:`stderr_bytes`, :meth:`stderr_since`) and the file limit it runs with
+(:meth:`fd_limit`: ``serve`` raises its soft limit to the hard one); ``nofile`` starts it with
+that soft and hard ``RLIMIT_NOFILE`` (so ``serve`` cannot raise it); ``loop`` is the event loop
+it runs on (``serve --loop``; its announcement must name the same one), ``tls`` its
+certificate and key (``serve --tls --certfile F --keyfile F``);
 :meth:`kill` (SIGKILL, for the restart fault) and :meth:`start` again on the same port (a new
 epoch); :meth:`stop` sends SIGTERM, waits, then SIGKILLs. As an async context manager it is
 always torn down, on exceptions and on Ctrl-C/cancellation too.
@@ -40,8 +43,10 @@ import msgspec
 import psutil
 
 from transports.announce import Announcement, parse_announcement
+from transports.loops import DEFAULT_LOOP
 from transports.options import Options
 from transports.settings import Settings
+from transports.tls import TlsSettings
 
 __all__ = [
     "LIVE",
@@ -127,7 +132,9 @@ def tail(log: IO[bytes], limit: int = 2000) -> str:
 @dataclass(frozen=True, slots=True)
 class Placement:
     """Where a run's processes go: on loopback, here; on an emulated network path, the
-    server in the server's namespace and clients in a client's namespace."""
+    server in the server's namespace and clients in a client's namespace. And the event loop
+    they all run on (``--loop``), so a process started from a placement (a baseline pusher's
+    two sides) runs on the step's loop too."""
 
     #: The address clients reach the server at.
     host: str = "127.0.0.1"
@@ -137,6 +144,8 @@ class Placement:
     connect: Connector | None = None
     #: The server's namespace (None: this one), where its sockets' counters are read.
     server_netns: str | None = None
+    #: The event loop every process runs on (:mod:`transports.loops`).
+    loop: str = DEFAULT_LOOP
 
 
 LOOPBACK = Placement()
@@ -164,8 +173,14 @@ class ServerProcess:
         exec_prefix: Sequence[str] = (),
         connect: Connector | None = None,
         nofile: int | None = None,
+        loop: str = DEFAULT_LOOP,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.transport, self.rate_hz, self.settings = transport, rate_hz, settings
+        #: The event loop it runs on (``serve --loop``).
+        self.loop = loop
+        #: Its certificate and key (``serve --tls --certfile F --keyfile F``; None: plain).
+        self.tls = tls
         #: The server's soft and hard ``RLIMIT_NOFILE`` (None: this process's own limits).
         self.nofile = nofile
         self.options = options
@@ -205,8 +220,22 @@ class ServerProcess:
             "--settings-json",
             settings_document(self.settings, self.options),
             "--ready-json",
+            "--loop",
+            self.loop,
+            *self._tls_args(),
             *self.extra_args,
         ]
+
+    def _tls_args(self) -> list[str]:
+        tls = self.tls
+        if tls is None:
+            return []
+        args = ["--tls"]
+        if tls.certfile is not None:
+            args += ["--certfile", tls.certfile]
+        if tls.keyfile is not None:
+            args += ["--keyfile", tls.keyfile]
+        return args
 
     @property
     def pid(self) -> int:
@@ -268,6 +297,10 @@ class ServerProcess:
                     raise HarnessError(
                         f"{self.transport}: announced pid {ready.ready.pid}, not ours"
                     )
+                if ready.ready.loop != self.loop:
+                    raise HarnessError(
+                        f"{self.transport}: asked for loop {self.loop}, it runs {ready.ready.loop}"
+                    )
                 return ready
 
     async def _probe(self, proc: asyncio.subprocess.Process) -> None:
@@ -317,6 +350,14 @@ class ServerProcess:
     def rss(self) -> int:
         assert self._psutil is not None
         return int(self._psutil.memory_info().rss)
+
+    def fd_limit(self) -> int | None:
+        """The server's soft ``RLIMIT_NOFILE`` now (None: unlimited, or not readable)."""
+        try:
+            soft, _ = psutil.Process(self.pid).rlimit(psutil.RLIMIT_NOFILE)
+        except (psutil.Error, AttributeError):  # AttributeError: no rlimit on this platform
+            return None
+        return None if soft == resource.RLIM_INFINITY else int(soft)
 
     async def kill(self) -> None:
         """SIGKILL: the server dies without closing anything (the restart fault)."""

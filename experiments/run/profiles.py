@@ -55,6 +55,9 @@ class Profile:
     #: root; without it they are left out with one line saying why (an explicit ``--network``
     #: that cannot be built is an error instead).
     networks: tuple[str, ...] = ("loopback",)
+    #: Fan-out sizes for this run (``--clients N,N,...``), overriding the fan-out scenario's
+    #: own (None: its knobs say).
+    clients: tuple[int, ...] | None = None
 
     @property
     def knob_set(self) -> str:

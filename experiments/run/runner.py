@@ -16,7 +16,11 @@ cancellation go through, tearing every process down on the way.
 On an nginx path (``via``), a transport nginx cannot carry (not HTTP) gets one record per
 step saying so (``metrics["not_applicable"]``, :func:`experiments.via.not_applicable`); so
 does a transport the browser client kind cannot read, and that kind runs only its scenarios
-(:mod:`experiments.worker.kinds`).
+(:mod:`experiments.worker.kinds`), a step a ``--security`` value rules out
+(:func:`experiments.run.security.security_not_applicable`: WebTransport's plaintext duplicate,
+TLS through nginx, ...) and a scenario that cannot run on a ``--loop``
+(:func:`experiments.run.event_loops.loop_not_applicable`). Such a record's ``security`` is
+the one the step asked for (nothing ran under any other).
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ from experiments.baselines.process import BaselineResult
 from experiments.network import NetworkPath
 from experiments.results import Record
 from experiments.run.context import RunContext
+from experiments.run.event_loops import loop_not_applicable
 from experiments.run.processes import HarnessError, ServerPool
 from experiments.run.profiles import Profile
+from experiments.run.security import RunCertificate, security_not_applicable
 from experiments.scenarios.scenario import Scenario
 from experiments.via import not_applicable
 from experiments.worker.kinds import kind_not_applicable, runs_in
 from model.errors import StreamError
 from transports.contract import Transport
+from transports.loops import DEFAULT_LOOP
 from transports.settings import Settings
 
 __all__ = ["Progress", "run_suite", "scenario_repeats"]
@@ -77,8 +84,14 @@ async def run_suite(
     network: NetworkPath | None = None,
     via: str = "direct",
     client_kind: str = "python",
+    security: str = "plain",
+    securities: Sequence[str] = ("plain",),
+    certificate: RunCertificate | None = None,
+    loop: str = DEFAULT_LOOP,
 ) -> list[Record]:
-    """Every record of the run, in the order measured."""
+    """Every record of the step, in the order measured. ``securities``: every security of
+    the run (which decides whether a plain step of an always-TLS transport is a duplicate);
+    ``certificate``: the run's, needed when ``security`` is ``tls``."""
     progress = progress or Progress()
     baselines: dict[tuple[str, str, int], BaselineResult] = {}
     records: list[Record] = []
@@ -101,12 +114,27 @@ async def run_suite(
             network=network,
             via=via,
             client_kind=client_kind,
+            security=security,
+            certificate=certificate,
+            loop=loop,
         )
         started = time.monotonic()
-        why_not = not_applicable(via, transport) or kind_not_applicable(client_kind, transport.name)
+        why_not = (
+            not_applicable(via, transport)
+            or kind_not_applicable(client_kind, transport.name)
+            or security_not_applicable(
+                security,
+                transport,
+                scenario=scenario.name,
+                via=via,
+                client_kind=client_kind,
+                securities=securities,
+            )
+            or loop_not_applicable(loop, scenario.name)
+        )
         try:
             if why_not is not None:
-                new = [ctx.record({}, {"not_applicable": why_not})]
+                new = [ctx.record({"security": security}, {"not_applicable": why_not})]
             else:
                 new = await scenario.run(ctx)
         except (HarnessError, StreamError, OSError, ValueError) as exc:

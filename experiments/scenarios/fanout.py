@@ -10,11 +10,13 @@ from pathlib import Path
 
 from experiments.histogram import merge_encoded
 from experiments.report.plots import latency_cdf_plot
+from experiments.report.scaling import scaling_section
 from experiments.results import Record, Results, Scalar
 from experiments.run.context import RunContext
 from experiments.scenarios.delivery import judge
 from experiments.scenarios.scenario import Column, Kind, latency_column, latency_metrics
 from experiments.worker.schema import ClientGroup
+from transports.registry import get
 
 __all__ = ["FANOUT", "Fanout", "FanoutKnobs", "split_clients"]
 
@@ -48,7 +50,10 @@ class Fanout:
     (the ledger's delivered / (delivered + lost) over all clients), ``server_cpu_percent``
     over the window, and ``server_rss_bytes_per_connection`` = (server RSS with N clients -
     RSS just before they connected) / N. Delivery is checked first: any loss, duplicate,
-    reorder, disconnect or client that never connected clears ``delivery_ok``.
+    reorder, disconnect or client that never connected clears ``delivery_ok``. The sizes are
+    the profile's knobs, or the run's ``--clients`` (``Profile.clients``); server and workers
+    raise their soft file limit to the hard one, and each record's params say both
+    (``server_nofile``, ``client_nofile``: the smallest of the workers').
     """
 
     name = "fanout"
@@ -59,11 +64,10 @@ class Fanout:
         "quick": FanoutKnobs(clients=(1, 10, 100), rate_hz=10.0, warmup_s=0.2, duration_s=0.5),
         # x1,000 for 0.5 s: 5,000 samples per repeat; x100: 1,500 pooled over 3 repeats.
         # One client is the latency scenario's (the full profile keeps x1 here too).
-        "default": FanoutKnobs(
-            clients=(10, 100, 1000), rate_hz=10.0, warmup_s=0.2, duration_s=0.5
-        ),
+        "default": FanoutKnobs(clients=(10, 100, 1000), rate_hz=10.0, warmup_s=0.2, duration_s=0.5),
+        # x10,000 (issue 13): 5,000 clients in each of two workers, one descriptor each.
         "full": FanoutKnobs(
-            clients=(1, 10, 100, 1000), rate_hz=10.0, warmup_s=2.0, duration_s=10.0
+            clients=(1, 10, 100, 1000, 10000), rate_hz=10.0, warmup_s=2.0, duration_s=10.0
         ),
     }
     columns = (
@@ -86,8 +90,9 @@ class Fanout:
     async def run(self, ctx: RunContext) -> list[Record]:
         k = self.knobs[ctx.profile.name]
         records = []
+        sizes = k.clients if ctx.profile.clients is None else ctx.profile.clients
         async with ctx.server(k.rate_hz) as server:
-            for n in k.clients:
+            for n in sizes:
                 ctx.note(f"{n} clients")
                 rss_idle = server.rss()
                 shares = split_clients(n, k)
@@ -134,10 +139,12 @@ class Fanout:
                     "duration_s": k.duration_s,
                     "warmup_s": k.warmup_s,
                     "workers": len(shares),
+                    "server_nofile": server.fd_limit(),
+                    "client_nofile": min(
+                        (r.nofile for r in results if r.nofile is not None), default=None
+                    ),
                 }
-                latency = {
-                    "normal": merge_encoded(r.latency.get("normal", "") for r in results)
-                }
+                latency = {"normal": merge_encoded(r.latency.get("normal", "") for r in results)}
                 metrics.update(latency_metrics(latency["normal"]))
                 records.append(ctx.record(params, metrics, latency=latency))
         return records
@@ -148,7 +155,16 @@ class Fanout:
     def sections(self, results: Results, out_dir: Path) -> list[str]:
         records = [r for r in results.records if r.scenario == self.name and not r.error]
         link = latency_cdf_plot(records, out_dir / "fanout_cdf.png", self._label)
-        return [link] if link else []
+        law = scaling_section(records, _write_path)
+        return [part for part in (law, link) if part]
+
+
+def _write_path(name: str) -> str:
+    """How that transport's server writes to many subscribers (its registry record)."""
+    try:
+        return get(name).write_path
+    except LookupError:
+        return "(not in this registry)"
 
 
 FANOUT = Fanout()

@@ -8,6 +8,10 @@ argument is given), runs ``job.clients`` clients of the job's roles with the rea
 :class:`~experiments.worker.schema.WorkerResult` line when the window closes (see the schema
 module for every field).
 
+The worker runs on the job's event loop (``job.loop``, :mod:`transports.loops`) and first
+raises its soft ``RLIMIT_NOFILE`` to the hard limit (a fan-out of thousands of clients needs a
+descriptor each), reporting both in its result.
+
 ``time.monotonic_ns()`` is one clock for every process of a host, so latencies across the
 server and worker processes are comparable. SIGINT exits quietly with 130.
 """
@@ -48,6 +52,9 @@ from transports import client as stream
 from transports.backoff import Backoff
 from transports.contract import Transport
 from transports.failures import failure_kind
+from transports.limits import fd_limit, raise_fd_limit
+from transports.loops import run as run_on_loop
+from transports.loops import running_loop_name
 from transports.options import Options
 from transports.registry import get
 
@@ -239,11 +246,16 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(job.connect_timeout_s):
-                for c in clients:
-                    await asyncio.wait(
-                        {asyncio.create_task(c.connected.wait()), stopping},
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                for c, task in zip(clients, tasks, strict=True):
+                    # A client that gave up for good (a certificate it refuses, a server
+                    # that does not speak the protocol) will never connect: not waited for.
+                    connected = asyncio.create_task(c.connected.wait())
+                    try:
+                        await asyncio.wait(
+                            {connected, task, stopping}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        connected.cancel()
                     if stop.is_set():
                         break
         ready_ns = time.monotonic_ns()
@@ -291,6 +303,8 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
         settings=transport.settings(job.settings),
         latency={role: encode_latencies(ns) for role, ns in by_role.items() if ns},
         clients=[c.outcome() for c in clients],
+        nofile=fd_limit(),
+        loop=running_loop_name(),
     )
 
 
@@ -312,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     except msgspec.ValidationError as exc:
         print(f"python -m experiments.worker: bad job: {exc}", file=sys.stderr)
         return 2
+    raise_fd_limit()
     try:
-        asyncio.run(_main_async(job))
+        run_on_loop(_main_async(job), job.loop)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -5,7 +5,8 @@ every client connected; ``await result()`` waits for the
 :class:`~experiments.worker.schema.WorkerResult`; ``await stop()`` ends an open-ended job
 (SIGTERM) and returns its result. Point a job's ``host``/``port`` at a fault proxy to put the
 proxy between clients and server; mix ``slow`` and ``stopped`` client groups beside ``normal``
-ones.
+ones. A result from a worker that ran on another event loop than its job's ``loop`` is a
+:class:`~experiments.run.processes.HarnessError`.
 
 A worker process is spawned ahead of need (:data:`PRESPAWN`): it imports everything, then
 blocks reading its job from stdin, so the next ClientProcess skips the interpreter start and
@@ -208,6 +209,8 @@ class ClientProcess:
                 raise HarnessError(f"client worker gave no result within {budget:g} s") from None
             if not isinstance(line, WorkerResult):
                 raise HarnessError("client worker: expected its result line")
+            if line.loop != job.loop:  # like with like: never a result from another loop
+                raise HarnessError(f"client worker ran on {line.loop}, asked for {job.loop}")
             self._result = line
             assert self._proc is not None
             await reap(self._proc, 5.0)

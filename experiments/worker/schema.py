@@ -13,6 +13,10 @@ Client roles, so fault scenarios can mix them in one worker:
 - ``slow``: reads at most ``read_rate_hz`` samples per second (a slow consumer);
 - ``stopped``: connects once and never reads (the server's writes pile up).
 
+The worker runs on the job's event loop (``loop``: ``asyncio`` or ``uvloop``, as the server
+beside it) and reports the file limit it ran with (``nofile``: its soft ``RLIMIT_NOFILE``,
+raised to the hard limit at start, as ``serve`` raises its own).
+
 Latencies travel as one HDR histogram per role (:mod:`experiments.histogram` encodes,
 merges and reads them), in microseconds: mergeable across clients, workers and repeats, and
 a few hundred bytes however many samples they hold.
@@ -25,6 +29,7 @@ from typing import Literal
 import msgspec
 
 from model.ledger import DeliveryCounts, PosteriorError
+from transports.loops import LoopName
 from transports.settings import Settings
 
 __all__ = [
@@ -93,6 +98,8 @@ class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     server_port: int | None = None
     #: The network namespace the server runs in (an emulated path), for those counters.
     server_netns: str | None = None
+    #: The event loop the worker runs on (:mod:`transports.loops`).
+    loop: LoopName = "asyncio"
 
     @property
     def clients(self) -> int:
@@ -212,6 +219,10 @@ class WorkerResult(msgspec.Struct, frozen=True, kw_only=True, tag="result"):
     #: Role -> HDR histogram (µs, encoded) of the latencies received in the window.
     latency: dict[str, str]
     clients: list[ClientOutcome]
+    #: The worker's soft ``RLIMIT_NOFILE`` (raised to the hard limit; None: unlimited).
+    nofile: int | None = None
+    #: The event loop it ran on.
+    loop: LoopName = "asyncio"
 
 
 WorkerLine = WorkerReady | WorkerResult
