@@ -399,6 +399,8 @@ async def _send_heartbeats(writer: asyncio.StreamWriter, interval_s: float) -> N
     """Tell the server we are alive; it reads with a deadline too (no per-sample cost)."""
     while not writer.is_closing():
         await asyncio.sleep(interval_s)
+        if writer.is_closing():
+            return  # closed while asleep (uvloop raises on a closed transport's buffer size)
         # Never drained: a server that stopped reading gets cut by its own deadline, and
         # the bound keeps what piles up here small meanwhile.
         if writer.transport.get_write_buffer_size() < MAX_UNSENT_HEARTBEAT_BYTES:

@@ -36,7 +36,9 @@ from experiments.report.rows import REFERENCE
 from experiments.report.side_by_side import loops_section, tls_section
 from experiments.report.tables import scenario_table
 from experiments.report.via import via_section
+from experiments.report.websocket_libraries import websocket_libraries_section
 from experiments.results import Record, Results, load_results
+from transports.registry import get as get_transport
 
 if TYPE_CHECKING:
     from experiments.scenarios.scenario import Scenario
@@ -99,6 +101,14 @@ def _path_line(results: Results, network: str) -> str:
     return f"{measured.nominal}; measured before the run: {measured.measured}"
 
 
+def _is_websocket(name: str) -> bool:
+    """Whether the registry's transport of that name is a WebSocket one (a ws:// endpoint)."""
+    try:
+        return get_transport(name).endpoint.startswith("ws://")
+    except LookupError:
+        return False
+
+
 def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | None = None) -> str:
     """The whole report as markdown; the scenarios' sections write their plots into
     ``out_dir``. ``scenarios``: name -> scenario (None: the registry)."""
@@ -131,7 +141,13 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
     across = cross_network_section(results)
     if across:
         parts += ["", across]
-    for section in (via_section(results), tls_section(results), loops_section(results)):
+    sections = (
+        via_section(results),
+        tls_section(results),
+        loops_section(results),
+        websocket_libraries_section(results, _is_websocket),
+    )
+    for section in sections:
         if section:
             parts += ["", section]
     parts += ["", conditions_section(results), "", cite_section(results), ""]

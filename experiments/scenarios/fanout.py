@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ class FanoutKnobs:
     max_workers: int = 2
     #: Below this many clients, one worker process carries them all.
     clients_per_worker_min: int = 200
+    #: From this many clients on, each reads at ``large_rate_hz`` instead: 10,000 x 1/s is
+    #: issue 13's size, the same 10,000 deliveries a second as 1,000 x 10/s.
+    large_from: int = 10_000
+    large_rate_hz: float = 1.0
+
+    def rate_for(self, clients: int) -> float:
+        """The publish rate ``clients`` clients read at."""
+        return self.large_rate_hz if clients >= self.large_from else self.rate_hz
 
 
 def split_clients(clients: int, k: FanoutKnobs) -> list[int]:
@@ -44,7 +53,8 @@ def split_clients(clients: int, k: FanoutKnobs) -> list[int]:
 class Fanout:
     """Fan-out cost: N clients at a fixed rate each, from one server.
 
-    One server publishes at ``rate_hz``; for each N, N clients (in one or two worker
+    One server publishes at ``rate_hz`` (from ``large_from`` clients on, another server at
+    ``large_rate_hz``); for each N, N clients (in one or two worker
     processes) connect, warm up and read for the window. Reported: latency percentiles pooled
     over every client's samples (and over repeats, with their count), ``delivered_fraction``
     (the ledger's delivered / (delivered + lost) over all clients), ``server_cpu_percent``
@@ -91,7 +101,16 @@ class Fanout:
         k = self.knobs[ctx.profile.name]
         records = []
         sizes = k.clients if ctx.profile.clients is None else ctx.profile.clients
-        async with ctx.server(k.rate_hz) as server:
+        for rate, same_rate in itertools.groupby(sizes, k.rate_for):
+            records += await self._run_at(ctx, k, rate, list(same_rate))
+        return records
+
+    async def _run_at(
+        self, ctx: RunContext, k: FanoutKnobs, rate: float, sizes: list[int]
+    ) -> list[Record]:
+        """The sizes that read at ``rate``, one after another from one server."""
+        records = []
+        async with ctx.server(rate) as server:
             for n in sizes:
                 ctx.note(f"{n} clients")
                 rss_idle = server.rss()
@@ -122,7 +141,7 @@ class Fanout:
                 )
                 seconds = results[0].window.seconds
                 metrics["window_s"] = seconds
-                expected = n * k.rate_hz * seconds
+                expected = n * rate * seconds
                 got = sum(c.received_in_window for c in clients)
                 metrics["received_in_window_fraction"] = got / expected if expected else None
                 probe = results[0].server
@@ -135,7 +154,7 @@ class Fanout:
                 metrics["workers"] = len(shares)
                 params = {
                     "clients": n,
-                    "rate_hz": k.rate_hz,
+                    "rate_hz": rate,
                     "duration_s": k.duration_s,
                     "warmup_s": k.warmup_s,
                     "workers": len(shares),
