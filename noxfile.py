@@ -12,7 +12,9 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """Run the test suite on real loopback sockets."""
     session.install("-e", ".[test,experiments]")
-    session.run("pytest", *session.posargs)
+    # Two workers: most tests wait on timers and sockets. Tests marked
+    # xdist_group("cpu-heavy") run one after another on one worker. `-n 0` runs serially.
+    session.run("pytest", "-n", "2", "--dist", "loadgroup", *session.posargs)
 
 
 @nox.session

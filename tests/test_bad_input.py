@@ -72,6 +72,7 @@ TRANSPORTS_RUN = ("tcp", "grpc")
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.xdist_group("cpu-heavy")
 def test_quick_bad_input_shows_the_limit_and_fd_exhaustion_per_transport(tmp_path: Path) -> None:
     assert set(TRANSPORTS_RUN) <= set(TRANSPORTS)
     out = tmp_path / "run"

@@ -33,7 +33,11 @@ from tests.support import FAST, RunningServer, running_server
 from transports.page import PageConfig, render_page
 from transports.registry import get
 
-pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.xdist_group("cpu-heavy"),  # Chromium: one browser test at a time under -n 2
+]
 
 #: Servers that serve the live page at ``GET /`` (the other transports' servers join as they
 #: adopt :mod:`transports.page`).

@@ -30,6 +30,10 @@ from experiments.worker.page_outcome import (
 from experiments.worker.schema import Connected, ConnectFailed, Disconnected
 from model.source import BernoulliSource
 
+#: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
+#: worker (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("cpu-heavy")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -292,6 +292,7 @@ MEMORY_BOUND_KIB = 100 * 1024
 
 
 @pytest.mark.timeout(150)  # its own bounded waits add up to 100 s (start, fill, move on)
+@pytest.mark.xdist_group("cpu-heavy")  # 20,000 samples/s: one at a time under -n 2
 async def test_memory_stays_bounded_whatever_stuck_clients_do(transport: Transport) -> None:
     if transport.features.transport_protocol == "udp":
         # Measured: aioquic's own minimal pusher reaches ~3,500 samples/s on this machine.

@@ -18,6 +18,10 @@ import pytest
 from experiments.interop.matrix import Cell, blame, matrix_tables
 from experiments.results import load_results
 
+#: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
+#: worker (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("cpu-heavy")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -44,6 +44,10 @@ NEEDS_KERNEL = pytest.mark.skipif(
 SETTINGS = Settings(
     heartbeat_s=1.0, dead_after_s=3.0, backoff_base_s=0.1, backoff_cap_s=1.0, header_timeout_s=2.0
 )
+
+#: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
+#: worker (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("cpu-heavy")
 TARGET_S = 1.0 + 3.0 + 1.0
 #: Every transport except the seed design, whose fixed timers (30 s) are reported as they are.
 TRANSPORTS = ("tornado-ws", "sse", "poll", "long-poll", "tcp")

@@ -46,6 +46,10 @@ from experiments.network.profiles import Profile
 from experiments.network.properties import Measured, judge
 from experiments.network.shaping import peak_packet_rate, tbf_parameters
 
+#: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
+#: worker (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("cpu-heavy")
+
 NEEDS_KERNEL = pytest.mark.skipif(
     bool(missing_requirements()),
     reason="network paths need " + "; ".join(missing_requirements()),

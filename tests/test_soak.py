@@ -50,6 +50,10 @@ NEEDS_KERNEL = pytest.mark.skipif(
     bool(missing_requirements()),
     reason="the soak's kernel faults need " + "; ".join(missing_requirements()),
 )
+
+#: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
+#: worker (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("cpu-heavy")
 RESUMING = [t.name for t in TRANSPORTS.values() if t.features.resume]
 HALF_HOUR_S = 30 * 60.0
 

@@ -101,6 +101,7 @@ __all__ = [
     "PollingServer",
     "connect_long_poll",
     "connect_poll",
+    "page_config",
 ]
 
 PATH = "/samples"
@@ -133,7 +134,7 @@ def _idle_timeout_s(settings: Settings) -> float:
     return _AIOHTTP_KEEPALIVE_S if settings.dead_after_s is None else settings.dead_after_s
 
 
-def _page_config(settings: Settings, options: Options) -> PageConfig:
+def page_config(settings: Settings, options: Options) -> PageConfig:
     """The live page polls as this server's options say: long polls for ``long-poll``."""
     if isinstance(options, LongPollOptions):
         return PageConfig.from_settings("long-poll", settings, wait_s=_held_s(settings, options))
@@ -250,7 +251,7 @@ class PollingServer:
         self.polls_answered = 0
         self._newcomers = _Newcomers(settings.max_connections, settings.header_timeout_s)
         self.origins = OriginPolicy.from_settings(settings)
-        self._page = render_page(_page_config(settings, options))
+        self._page = render_page(page_config(settings, options))
         self.app = web.Application(
             middlewares=[_admitting(self._newcomers, settings.max_connections)]
         )

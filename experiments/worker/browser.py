@@ -49,6 +49,8 @@ from experiments.worker.probe import ServerProbe, cpu_seconds
 from experiments.worker.schema import ClientJob, Window, WorkerReady, WorkerResult
 from model.source import BernoulliSource
 from transports.page import PageConfig, render_page
+from transports.polling import LongPollOptions, PollOptions
+from transports.polling import page_config as polling_page_config
 from transports.registry import get
 
 __all__ = ["BrowserClients", "ChromiumMissing", "chromium_path", "require_chromium"]
@@ -101,12 +103,11 @@ def page_config(job: ClientJob) -> PageConfig:
     """The page the transport's own server would serve: its effective settings and options."""
     transport = get(job.transport)
     options = msgspec.json.decode(job.options, type=type(transport.options))
-    return PageConfig.from_settings(
-        job.transport,
-        transport.settings(job.settings),
-        interval_s=getattr(options, "interval_s", None),
-        wait_s=getattr(options, "wait_s", None),
-    )
+    settings = transport.settings(job.settings)
+    if isinstance(options, PollOptions | LongPollOptions):
+        # The polling server's own: a long poll's page waits the held time, not wait_s.
+        return polling_page_config(settings, options)
+    return PageConfig.from_settings(job.transport, settings)
 
 
 class _SharedBrowser:
