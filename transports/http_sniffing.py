@@ -16,6 +16,8 @@ clients would pay again and again.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -23,7 +25,10 @@ import h11
 import httpcore
 import httpx
 
-__all__ = ["Sniffer", "not_http", "sniffing_transport", "tls_context"]
+from model.errors import ConnectionLost, NotThisProtocol, ServerUnavailable
+from transports.failures import unreachable
+
+__all__ = ["Sniffer", "not_http", "request_errors", "sniffing_transport", "tls_context"]
 
 #: Bytes of a connection's beginning kept for the verdict and the error message.
 KEPT = 200
@@ -116,3 +121,24 @@ def not_http(exc: httpx.RemoteProtocolError, sniffer: Sniffer | None) -> bytes |
             return first or str(cause).encode()
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+@contextmanager
+def request_errors(url: str, what: str, sniffer: Sniffer | None, limit_s: float) -> Iterator[None]:
+    """What a streaming request that got no response means, as the client's errors: nobody
+    listening, no answer within ``limit_s`` (the caller's ``asyncio.timeout``), another
+    protocol answering (what ``sniffer`` saw), a close without an answer, a broken transport.
+    ``what`` names the server in the first case ("no SSE server at URL")."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise unreachable(f"no {what} server at {url}", exc) from exc
+    except TimeoutError as exc:
+        raise ServerUnavailable(f"no answer from {url} within {limit_s:g} s") from exc
+    except httpx.RemoteProtocolError as exc:
+        answer = not_http(exc, sniffer)
+        if answer is not None:
+            raise NotThisProtocol(f"not an HTTP answer from {url}: {answer!r}") from exc
+        raise ServerUnavailable(f"{url} closed the connection without an answer") from exc
+    except httpx.TransportError as exc:
+        raise ConnectionLost(f"{type(exc).__name__} before the response: {exc}") from exc

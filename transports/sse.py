@@ -52,7 +52,6 @@ from model.errors import (
     NotThisProtocol,
     ProtocolError,
     ServerRefused,
-    ServerUnavailable,
     StreamError,
     SubscriberOverflow,
     TooManyConnections,
@@ -60,8 +59,7 @@ from model.errors import (
 from model.sample import Sample
 from transports.contract import Features, Transport
 from transports.deadline import read_within
-from transports.failures import unreachable
-from transports.http_sniffing import not_http, sniffing_transport
+from transports.http_sniffing import request_errors, sniffing_transport
 from transports.hub import Hub, Subscription
 from transports.options import Options
 from transports.origins import OriginPolicy
@@ -406,24 +404,12 @@ async def connect(
         client = await stack.enter_async_context(
             httpx.AsyncClient(timeout=timeout, transport=transport)
         )
-        try:
+        with request_errors(url, "SSE", sniffer, settings.connect_timeout_s):
             async with asyncio.timeout(settings.connect_timeout_s):
                 source = await stack.enter_async_context(
                     aconnect_sse(client, "GET", url, headers=headers)
                 )
                 await _check(source.response)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise unreachable(f"no SSE server at {url}", exc) from exc
-        except TimeoutError as exc:
-            limit = settings.connect_timeout_s
-            raise ServerUnavailable(f"no answer from {url} within {limit:g} s") from exc
-        except httpx.RemoteProtocolError as exc:
-            answer = not_http(exc, sniffer)
-            if answer is not None:
-                raise NotThisProtocol(f"not an HTTP answer from {url}: {answer!r}") from exc
-            raise ServerUnavailable(f"{url} closed the connection without an answer") from exc
-        except httpx.TransportError as exc:
-            raise ConnectionLost(f"{type(exc).__name__} before the response: {exc}") from exc
         events = SampleEvents(source, settings)
         stack.push_async_callback(events.aclose)
         yield events
