@@ -61,6 +61,7 @@ from transports.options import NoOptions, Options
 from transports.origins import OriginPolicy
 from transports.rejections import SHUTTING_DOWN
 from transports.resume import ResumeToken
+from transports.sample_stream import SampleStream
 from transports.settings import Settings
 from transports.tls import HTTP1, client_ssl
 from transports.ws_frames import PROTOCOL_ERROR, sample_frames, valid_close_code
@@ -250,26 +251,12 @@ class AiohttpWsServer:
         task.add_done_callback(self._closing.discard)
 
 
-class _Samples:
+class _Samples(SampleStream):
     """One connection's samples, remembering whether the stream broke."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, deadline: ReadDeadline) -> None:
         self._ws, self._deadline = ws, deadline
-        self.broken = False
-        self._stream = self._read()
-
-    def __aiter__(self) -> AsyncGenerator[Sample, None]:
-        # The generator itself, so ``async for`` steps it without a Python call per sample.
-        return self._stream
-
-    def __anext__(self) -> Awaitable[Sample]:
-        return self._stream.__anext__()
-
-    async def aclose(self) -> None:
-        # RuntimeError: the generator is running in another task and cannot be closed from
-        # here; the connection is closed right after, which ends the read it is waiting in.
-        with contextlib.suppress(RuntimeError):
-            await self._stream.aclose()
+        super().__init__()
 
     async def _read(self) -> AsyncGenerator[Sample, None]:
         read, receive, ws = self._deadline.read, self._ws.receive, self._ws

@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_right
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
@@ -83,6 +83,7 @@ from transports.options import NoOptions, Options
 from transports.origins import OriginPolicy
 from transports.rejections import SHUTTING_DOWN
 from transports.resume import ResumeToken
+from transports.sample_stream import SampleStream
 from transports.settings import Settings
 from transports.sockets import BACKLOG, bound_port, listening_sockets, tune_accepted
 from transports.tls import HTTP1, client_ssl, server_ssl
@@ -400,26 +401,12 @@ async def _close_within(connection: ServerConnection, error: StreamError) -> Non
         connection.transport.abort()
 
 
-class _Samples:
+class _Samples(SampleStream):
     """One connection's samples, remembering whether the stream broke."""
 
     def __init__(self, connection: ClientConnection, deadline: ReadDeadline) -> None:
         self._connection, self._deadline = connection, deadline
-        self.broken = False
-        self._stream = self._read()
-
-    def __aiter__(self) -> AsyncGenerator[Sample, None]:
-        # The generator itself, so ``async for`` steps it without a Python call per sample.
-        return self._stream
-
-    def __anext__(self) -> Awaitable[Sample]:
-        return self._stream.__anext__()
-
-    async def aclose(self) -> None:
-        # RuntimeError: the generator is running in another task and cannot be closed from
-        # here; the connection is closed right after, which ends the read it is waiting in.
-        with contextlib.suppress(RuntimeError):
-            await self._stream.aclose()
+        super().__init__()
 
     async def _read(self) -> AsyncGenerator[Sample, None]:
         read, recv = self._deadline.read, self._connection.recv
