@@ -27,6 +27,7 @@ from experiments.run.security import (
     security_not_applicable,
 )
 from experiments.scenarios.fanout import FANOUT, split_clients
+from experiments.via import FrontedServer, Tls
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ConnectFailed
 from transports.loops import UnknownLoop, parse_loops, run, running_loop_name
@@ -77,7 +78,6 @@ def test_security_names_and_what_each_step_runs_under() -> None:
     def why(security: str, transport: str = "tcp", **kw: object) -> str | None:
         step: dict[str, object] = {
             "scenario": "latency",
-            "via": "direct",
             "client_kind": "python",
             "securities": ("plain", "tls"),
         }
@@ -88,7 +88,6 @@ def test_security_names_and_what_each_step_runs_under() -> None:
     assert "QUIC is always TLS 1.3" in (why("plain", "webtransport") or "")
     assert why("plain", "webtransport", securities=("plain",)) is None
     assert why("tls", "webtransport") is None
-    assert "nginx" in (why("tls", via="nginx") or "")
     assert "browser" in (why("tls", client_kind="browser") or "")
     assert why("tls", scenario="bad-input") is not None
     assert why("plain", scenario="bad-input") is None
@@ -104,6 +103,42 @@ def test_security_names_and_what_each_step_runs_under() -> None:
     )
     assert ctx.dimensions["security"] == "tls" and ctx.dimensions["loop"] == "uvloop"
     assert ctx.place.loop == "uvloop" and ctx.job(1, (ClientGroup(1),)).loop == "uvloop"
+
+
+def test_tls_through_nginx_ends_at_nginx_and_the_server_behind_it_is_plain() -> None:
+    with run_certificate() as cert:
+        for via in ("nginx", "nginx-defaults"):
+            ctx = RunContext(
+                transport=get("sse"),
+                scenario="latency",
+                profile=PROFILES["quick"],
+                settings=EXPERIMENT_SETTINGS,
+                repeat=0,
+                seed=1,
+                out_dir=ROOT,
+                via=via,
+                security="tls",
+                certificate=cert,
+            )
+            server = ctx.server(100.0)
+            assert isinstance(server, FrontedServer), server
+            assert server.upstream.tls is None
+            assert server.terminates_tls == Tls(str(cert.certfile), str(cert.keyfile))
+            assert ctx.client_settings.tls == cert.client_tls
+            assert ctx.dimensions["security"] == "tls"
+        plain = RunContext(
+            transport=get("sse"),
+            scenario="latency",
+            profile=PROFILES["quick"],
+            settings=EXPERIMENT_SETTINGS,
+            repeat=0,
+            seed=1,
+            out_dir=ROOT,
+            via="nginx",
+            certificate=cert,
+        )
+        server = plain.server(100.0)
+        assert isinstance(server, FrontedServer) and server.terminates_tls is None
 
 
 @pytest.mark.parametrize(

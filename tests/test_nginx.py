@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import trustme
 
 from experiments.run.cli import main as experiments_main
 from experiments.run.processes import ServerProcess, settle_teardowns
+from experiments.run.security import run_certificate
 from experiments.via import (
     FrontedServer,
     NginxError,
@@ -47,13 +50,14 @@ from experiments.via.render import (
     render,
     render_site,
 )
-from model.errors import ServerRefused
+from model.errors import CertificateInvalid, ServerRefused
 from model.source import BernoulliSource
 from tests.support import FAST, Receiver, running_server, wait_until
 from transports.client import Connected, Disconnected
 from transports.contract import Transport
 from transports.registry import TRANSPORTS
 from transports.settings import Settings
+from transports.tls import TlsSettings
 
 #: Every transport nginx can carry (the registry says which) ...
 PROXIED = [n for n, t in TRANSPORTS.items() if not_applicable("nginx", t) is None]
@@ -277,6 +281,54 @@ async def test_stream_through_recommended_nginx_resumes_across_an_upstream_resta
         assert min(s.seq for s in rx.samples if s.epoch == new_epoch) == 0
     if transport.features.push:  # a poller may not notice: its next poll finds the new server
         assert sum(isinstance(e, Connected) for e in rx.events) >= 2
+
+
+@pytest.mark.parametrize(
+    ("name", "via"),
+    # (The defaults refuse a WebSocket upgrade, TLS or not: tested below.)
+    [(n, v) for v in NGINX_PATHS for n in PROXIED if v == "nginx" or n not in WEBSOCKETS],
+)
+async def test_nginx_terminates_tls_in_front_of_a_plain_upstream(name: str, via: Via) -> None:
+    """``--via nginx* --security tls``: the client speaks TLS to nginx (trusting the run's CA),
+    nginx plain HTTP to the server; a client that does not trust the CA is refused."""
+    transport = TRANSPORTS[name]
+    with run_certificate() as cert:
+        async with running_server(transport, SETTINGS, rate_hz=200.0) as running:
+            server = transport.settings(SETTINGS)
+            timeout = read_timeout_s(server, _hold(transport, server)) if via == "nginx" else None
+            nginx = NginxProcess(
+                via,
+                "127.0.0.1",
+                running.port,
+                read_timeout_s=timeout,
+                connect_timeout_s=2.0,
+                tls=Tls(str(cert.certfile), str(cert.keyfile)),
+            )
+            async with nginx:
+                assert " ssl;" in nginx.config
+                over_tls = SETTINGS.with_changes(tls=cert.client_tls)
+                async with Receiver(transport, nginx.port, running.source, over_tls) as rx:
+                    await rx.receive(50, timeout=5.0)
+                counts = rx.ledger.counts()
+                assert counts.corrupted == counts.lost == counts.duplicated == 0, counts
+                # The server's own CA is not the run's: refused at the handshake, for good.
+                with trustme_ca_file() as other:
+                    refused = SETTINGS.with_changes(tls=TlsSettings(cafile=other))
+                    opened = transport.connect(
+                        "127.0.0.1", nginx.port, None, refused, transport.options
+                    )
+                    with pytest.raises(CertificateInvalid):
+                        async with opened:
+                            pass
+
+
+@contextlib.contextmanager
+def trustme_ca_file() -> Iterator[str]:
+    """A CA nobody signed the server's certificate with, as a PEM file."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(path))
+        yield str(path)
 
 
 @pytest.mark.parametrize("name", WEBSOCKETS)

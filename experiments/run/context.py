@@ -28,8 +28,9 @@ A scenario's ``run(ctx)`` uses:
 - ``ctx.security``: ``plain`` or ``tls`` (:mod:`experiments.run.security`): under ``tls``
   ``ctx.server()`` starts the server with the run's certificate (``serve --tls --certfile F
   --keyfile F``) and ``ctx.job()`` gives the clients its CA (``Settings.tls``, as ``listen
-  --tls --cafile F`` builds it); records say the security in force (WebTransport's is always
-  ``tls``);
+  --tls --cafile F`` builds it); through nginx, nginx terminates TLS with that certificate
+  and the server behind it is plain; records say the security in force (WebTransport's is
+  always ``tls``);
 - ``ctx.loop``: the event loop (``asyncio`` or ``uvloop``, :mod:`experiments.run.event_loops`)
   the servers, client workers and baseline pushers of the step run on.
 """
@@ -58,7 +59,7 @@ from experiments.run.processes import (
 )
 from experiments.run.profiles import Profile
 from experiments.run.security import RunCertificate, Security, security_in_force
-from experiments.via import front
+from experiments.via import Tls, front
 from experiments.worker.browser import BrowserClients
 from experiments.worker.kinds import Clients
 from experiments.worker.process import ClientProcess
@@ -129,6 +130,12 @@ class RunContext:
         return None if cert is None else cert.server_tls
 
     @property
+    def nginx_tls(self) -> Tls | None:
+        """The certificate nginx terminates TLS with under ``tls`` (None: plain)."""
+        cert = self._tls()
+        return None if cert is None else Tls(str(cert.certfile), str(cert.keyfile))
+
+    @property
     def client_settings(self) -> Settings:
         """The settings clients get: the run's, with the CA to trust under ``tls``."""
         cert = self._tls()
@@ -197,7 +204,8 @@ class RunContext:
             kwargs.setdefault("exec_prefix", place.server_prefix)
             kwargs.setdefault("connect", place.connect)
             kwargs.setdefault("loop", place.loop)
-            kwargs.setdefault("tls", self.server_tls)
+            # Behind nginx, nginx terminates TLS and the upstream is plain.
+            kwargs.setdefault("tls", self.server_tls if self.via == "direct" else None)
             server = ServerProcess(
                 self.transport.name,
                 rate_hz=rate_hz,
@@ -207,7 +215,13 @@ class RunContext:
                 p=self.p,
                 **kwargs,
             )
-            return front(server, self.via, netns=place.server_netns, read_timeout_s=read_timeout_s)
+            return front(
+                server,
+                self.via,
+                netns=place.server_netns,
+                read_timeout_s=read_timeout_s,
+                tls=self.nginx_tls,
+            )
 
         if self.servers is None or not keep:
             return make()

@@ -18,7 +18,7 @@ step saying so (``metrics["not_applicable"]``, :func:`experiments.via.not_applic
 does a transport the browser client kind cannot read, and that kind runs only its scenarios
 (:mod:`experiments.worker.kinds`), a step a ``--security`` value rules out
 (:func:`experiments.run.security.security_not_applicable`: WebTransport's plaintext duplicate,
-TLS through nginx, ...) and a scenario that cannot run on a ``--loop``
+TLS with browser clients, ...) and a scenario that cannot run on a ``--loop``
 (:func:`experiments.run.event_loops.loop_not_applicable`). Such a record's ``security`` is
 the one the step asked for (nothing ran under any other).
 """
@@ -126,7 +126,6 @@ async def run_suite(
                 security,
                 transport,
                 scenario=scenario.name,
-                via=via,
                 client_kind=client_kind,
                 securities=securities,
             )

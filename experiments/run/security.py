@@ -16,9 +16,10 @@ What the records say (``params["security"]``) is the security actually in force:
   the ``tls`` one, so that step is one "not applicable" record ("QUIC is always TLS 1.3");
   in a plain-only run it runs as ever (with the throwaway certificate its server issues
   itself from the local CA) and says ``tls``.
-- ``tls`` through nginx (``--via nginx*``): not applicable. nginx would terminate TLS
-  (:class:`experiments.via.Tls` on its site), but the fronted server does not hand nginx a
-  certificate yet; the records say so rather than measure plaintext under a ``tls`` label.
+- ``tls`` through nginx (``--via nginx*``): nginx terminates TLS with the run's certificate
+  (:class:`experiments.via.Tls` on its site) and speaks plain HTTP to the server behind it, as
+  a production proxy does; the client's side of the path is TLS, which is what the records'
+  ``security`` says.
 - ``tls`` with browser clients: not applicable. The pages would need Chromium to trust the
   run's CA (an SPKI pin or ``ignore_https_errors``) and an ``https`` server URL.
 - ``tls`` in ``bad-input`` and ``interop``: not applicable. Their hostile peers and
@@ -103,7 +104,6 @@ def security_not_applicable(
     transport: Transport,
     *,
     scenario: str,
-    via: str,
     client_kind: str,
     securities: Sequence[str],
 ) -> str | None:
@@ -117,11 +117,6 @@ def security_not_applicable(
                 "are under security tls"
             )
         return None
-    if via != "direct":
-        return (
-            "not applicable: TLS through nginx is not wired yet (nginx would terminate it, "
-            "experiments.via.Tls, but the fronted server gives nginx no certificate)"
-        )
     if client_kind == "browser":
         return (
             "not applicable: browser clients under TLS would need Chromium to trust the "

@@ -8,7 +8,8 @@ process itself goes to the upstream server: ``pid``, ``epoch``, CPU, memory and 
 ``kill()``/``start()``: the restart fault kills the upstream and starts it again on its port
 behind an nginx that keeps running (nginx starts with the first start). ``stop()`` stops
 both. nginx runs where the server runs (its namespace on an emulated path) and listens on
-the server's address.
+the server's address. Under ``--security tls`` nginx terminates TLS with the run's certificate
+and speaks plain HTTP to the upstream, as a production proxy does.
 
 :func:`front` is what the run context calls: the server itself for ``direct``, else the
 server behind nginx, with the recommended ``proxy_read_timeout`` worked out from the
@@ -21,7 +22,7 @@ from __future__ import annotations
 from experiments.run.processes import ServerProcess
 from experiments.via.nginx import NginxProcess
 from experiments.via.paths import Via
-from experiments.via.render import read_timeout_s
+from experiments.via.render import Tls, read_timeout_s
 from transports.registry import get as get_transport
 
 __all__ = ["FrontedServer", "front", "recommended_read_timeout_s"]
@@ -43,6 +44,7 @@ class FrontedServer(ServerProcess):
         *,
         netns: str | None = None,
         read_timeout_s: float | None = None,
+        tls: Tls | None = None,
     ) -> None:
         super().__init__(
             upstream.transport,
@@ -65,6 +67,8 @@ class FrontedServer(ServerProcess):
         self.netns = netns
         #: nginx's ``proxy_read_timeout`` (None: what the config says).
         self.read_timeout_s = read_timeout_s
+        #: TLS terminated at nginx (None: plain); the upstream behind it is plain.
+        self.terminates_tls = tls
         self.nginx: NginxProcess | None = None
 
     @property
@@ -93,6 +97,7 @@ class FrontedServer(ServerProcess):
             read_timeout_s=self.read_timeout_s,
             connect_timeout_s=self.settings.connect_timeout_s,
             header_timeout_s=self.settings.header_timeout_s,
+            tls=self.terminates_tls,
             exec_prefix=self.exec_prefix,
             netns=self.netns,
             connect=self.connect,
@@ -136,17 +141,22 @@ def front(
     *,
     netns: str | None = None,
     read_timeout_s: float | None = None,
+    tls: Tls | None = None,
 ) -> ServerProcess:
     """``server`` as clients reach it ``via`` this path (``direct``: the server itself).
 
     ``read_timeout_s``: nginx's ``proxy_read_timeout`` (None: the recommended value for
-    ``nginx``, nginx's own 60 s for ``nginx-defaults``).
+    ``nginx``, nginx's own 60 s for ``nginx-defaults``). ``tls``: the certificate nginx
+    terminates TLS with (both configurations; ``server`` itself should then be plain, as
+    behind a production proxy); ignored for ``direct``, where the server holds its own.
     """
     if via == "direct":
         return server
     if via == "nginx":
         timeout = read_timeout_s or recommended_read_timeout_s(server)
-        return FrontedServer(server, "nginx", netns=netns, read_timeout_s=timeout)
+        return FrontedServer(server, "nginx", netns=netns, read_timeout_s=timeout, tls=tls)
     if via == "nginx-defaults":
-        return FrontedServer(server, "nginx-defaults", netns=netns, read_timeout_s=read_timeout_s)
+        return FrontedServer(
+            server, "nginx-defaults", netns=netns, read_timeout_s=read_timeout_s, tls=tls
+        )
     raise ValueError(f"unknown via {via!r}")

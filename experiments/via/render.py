@@ -46,8 +46,9 @@ __all__ = [
 NGINX_DEFAULT_READ_TIMEOUT_S = 60.0
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
-#: What a host or a path may hold in a rendered directive (no spaces, quotes, ``;``, braces).
-_SAFE = re.compile(r"[A-Za-z0-9._/:+@=,%\[\]-]+")
+#: What a host or a path may hold in a rendered directive (no spaces, quotes, ``;``, braces;
+#: ``_`` is in every temporary directory's alphabet).
+_SAFE = re.compile(r"[A-Za-z0-9._/:+@=,%\[\]_-]+")
 
 
 class TemplateError(ValueError):
