@@ -146,6 +146,7 @@ def test_tls_through_nginx_ends_at_nginx_and_the_server_behind_it_is_plain() -> 
     [
         (["--loop", "bogus"], "unknown event loop 'bogus'"),
         (["--loop", "asyncio,trio"], "unknown event loop 'trio'"),
+        (["--gc", "default,off"], "unknown --gc 'off'; known: default, freeze"),
         (["--security", "bogus"], "unknown --security 'bogus'"),
         (["--security", ""], "unknown --security"),
         (["--clients", "0"], "--clients"),

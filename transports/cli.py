@@ -7,13 +7,15 @@ JSON readiness line (:mod:`transports.announce`) after the human ``serving ...``
 ``serve --allow-origin ORIGIN`` (repeatable) adds to the ``allow_origins`` setting, the web
 pages besides the server's own and loopback ones that may read the stream
 (:mod:`transports.origins`). ``--loop asyncio|uvloop`` picks the event loop either command runs
-on (:mod:`transports.loops`); ``serve`` names it in both readiness lines.
+on (:mod:`transports.loops`); ``serve`` names it in both readiness lines. ``serve --gc
+default|freeze`` tunes the garbage collector once started up (:mod:`transports.gc_policy`); the
+``serving ...`` line says the collector's state, read back.
 
 Errors a user can cause (unknown transport, bad option or setting, a malformed ``--epoch``,
-an unknown ``--loop``, port in use, no server within ``--wait``) are one line on stderr and
-exit code 2; Ctrl-C exits quietly with 130. ``serve`` stops cleanly (every connection closed,
-the port released) on SIGINT (exit 130) and SIGTERM (exit 0), also when started with SIGINT
-ignored, as a script's background job is.
+an unknown ``--loop`` or ``--gc``, port in use, no server within ``--wait``) are one line on
+stderr and exit code 2; Ctrl-C exits quietly with 130. ``serve`` stops cleanly (every
+connection closed, the port released) on SIGINT (exit 130) and SIGTERM (exit 0), also when
+started with SIGINT ignored, as a script's background job is.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from transports.client import ClientEvent, Connected, Disconnected, StreamClient
 from transports.config import decode_config
 from transports.contract import Transport
 from transports.failures import FailureKind, failure_kind, printable
+from transports.gc_policy import DEFAULT_GC, GCS, UnknownGc, apply_gc, parse_gcs
 from transports.hub import Hub
 from transports.limits import fit_connections, raise_fd_limit
 from transports.loops import DEFAULT_LOOP, LOOPS, UnknownLoop, running_loop_name
@@ -170,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--certfile", metavar="F", help="with --tls: the server's certificate (PEM)")
     serve.add_argument("--keyfile", metavar="F", help="with --tls: its private key (PEM)")
     serve.add_argument(
+        "--gc",
+        default=DEFAULT_GC,
+        metavar="|".join(GCS),
+        help=f"the garbage collector's policy once started up (default: {DEFAULT_GC})",
+    )
+    serve.add_argument(
         "--ready-json",
         action="store_true",
         help='also print {"ready": {...}} as one JSON line once listening (for programs)',
@@ -229,12 +238,13 @@ async def _serve(
         loop.add_signal_handler(signum, stop_on, signum)
     rate = transport.default_rate_hz if args.rate is None else args.rate
     loop_name = running_loop_name()
+    collector = apply_gc(args.gc)  # after start-up, as every process of a step does
     print(
         f"serving {transport.name} on {url_host(args.host)}:{server.port} "
         f"url={transport.url(args.host, server.port, tls=settings.tls is not None)} "
         f"epoch={epoch} rate={rate:g}/s "
         f"p={args.p} seed={args.seed} fds={fds if fds is not None else 'unlimited'} "
-        f"max_connections={settings.max_connections} loop={loop_name}",
+        f"max_connections={settings.max_connections} {collector.describe()} loop={loop_name}",
         flush=True,
     )
     if args.ready_json:
@@ -377,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.port is not None and not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be 0-65535, got {args.port}")
         if args.command == "serve":
+            parse_gcs(args.gc)
             _check_serve_arguments(args)
             return run_on_loop(_serve(transport, args, settings, options), args.loop)
         if args.count is not None and args.count < 1:
@@ -387,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"python -m transports: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, UnknownTransport, UnknownLoop) as exc:
+    except (UsageError, UnknownTransport, UnknownLoop, UnknownGc) as exc:
         message = exc.args[0] if exc.args else str(exc)
         print(f"python -m transports: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,7 +9,9 @@ reads for warm-up + window and prints one :class:`~experiments.baselines.process
 as JSON.
 
 Both take ``--loop asyncio|uvloop`` (:mod:`transports.loops`), the event loop they run on; the
-server's announcement names it, as ``serve``'s does.
+server's announcement names it, as ``serve``'s does. Both take ``--gc default|freeze``
+(:mod:`transports.gc_policy`), applied after start-up: the server just before it announces
+itself, the reader just before it starts reading.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from experiments.baselines.sink import Sink
 from experiments.worker.probe import ServerProbe, cpu_seconds
 from model.source import BernoulliSource
 from transports.announce import Announcement, Ready
+from transports.gc_policy import DEFAULT_GC, GCS, apply_gc
 from transports.loops import DEFAULT_LOOP, LOOPS, running_loop_name
 from transports.loops import run as run_on_loop
 
@@ -44,9 +47,10 @@ async def _serve(args: argparse.Namespace) -> int:
     port, stop = await module.start_server(
         args.host, args.port, BernoulliSource(args.p, args.seed), epoch
     )
+    collector = apply_gc(args.gc)  # after start-up, as ``serve`` does
     print(
         f"serving pusher-{args.name} on {args.host}:{port} epoch={epoch} rate=0/s "
-        f"p={args.p} seed={args.seed}",
+        f"p={args.p} seed={args.seed} {collector.describe()}",
         flush=True,
     )
     ready = Announcement(
@@ -65,6 +69,7 @@ async def _read(args: argparse.Namespace) -> BaselineResult:
     sink = Sink(BernoulliSource(args.p, args.seed))
     me = psutil.Process()
     probe = ServerProbe(args.server_pid, args.port, args.server_netns) if args.server_pid else None
+    apply_gc(args.gc)
     reading = asyncio.create_task(module.read(args.host, args.port, args.epoch, sink))
     error: str | None = None
     window = 0.0
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--p", type=float, default=0.72)
         p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP)
+        p.add_argument("--gc", choices=GCS, default=DEFAULT_GC)
     read = sub.choices["read"]
     read.add_argument("--epoch", required=True)
     read.add_argument("--warmup", type=float, default=0.5)

@@ -1,7 +1,8 @@
 """Running a pusher's two sides as processes, like a transport's server and worker.
 
 Both sides run where the :class:`~experiments.run.processes.Placement` says, on the event loop
-it names (``--loop``), so a pusher is measured on the same loop as the transport beside it.
+it names (``--loop``), so a pusher is measured on the same loop as the transport beside it,
+and under its garbage collector policy (``--gc``), as the transport's processes are.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class PusherServer(ServerProcess):
             exec_prefix=place.server_prefix,
             connect=place.connect,
             loop=place.loop,
+            gc=place.gc,
         )
         self.pusher = pusher
 
@@ -77,6 +79,8 @@ class PusherServer(ServerProcess):
             str(self.p),
             "--loop",
             self.loop,
+            "--gc",
+            self.gc,
         ]
 
 
@@ -123,6 +127,8 @@ async def measure_pusher(
             str(server.pid),
             "--loop",
             place.loop,
+            "--gc",
+            place.gc,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

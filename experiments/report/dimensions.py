@@ -1,7 +1,7 @@
 """The dimensions every record ran under, for the report's grouping (pure).
 
-Each record's params name its ``network``, ``via``, ``security``, ``client_kind`` and
-``loop`` (:attr:`experiments.run.context.RunContext.dimensions`); records from before a
+Each record's params name its ``network``, ``via``, ``security``, ``client_kind``, ``loop``
+and ``gc`` (:attr:`experiments.run.context.RunContext.dimensions`); records from before a
 dimension existed lack it and read as its default. A summary that picks one figure per
 transport (across networks, through a proxy, side by side) must never pick it from a mix of
 these: :func:`split` groups records by the dimensions that vary, and :func:`label` names a
@@ -34,6 +34,7 @@ DIMENSIONS: Mapping[str, str] = {
     "security": "plain",
     "client_kind": "python",
     "loop": "asyncio",
+    "gc": "default",
 }
 
 

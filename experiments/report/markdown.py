@@ -8,9 +8,11 @@ several network paths gets one ``### on NETWORK`` section per path under each sc
 path as measured, then that path's table and sections, its plots in ``NETWORK/``), and an
 ``## Across networks`` summary; a run over several ``--via`` paths gets ``## Through a reverse
 proxy`` (:mod:`experiments.report.via`); a run plain and over TLS ``## TLS overhead``, one on
-both event loops ``## Event loops side by side`` (:mod:`experiments.report.side_by_side`).
+both event loops ``## Event loops side by side`` (:mod:`experiments.report.side_by_side`),
+one under both ``--gc`` policies ``## Garbage collector``
+(:mod:`experiments.report.garbage_collector`).
 Then the conditions with the one settings table, and how to cite. Records differ by every
-dimension they ran under (network, via, security, client kind, loop): a table shows those that
+dimension they ran under (network, via, security, client kind, loop, gc): a table shows those that
 vary as columns, and no summary takes a figure from a mix of them
 (:mod:`experiments.report.dimensions`).
 
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from experiments.report.conditions import cite_section, conditions_section
+from experiments.report.garbage_collector import gc_section
 from experiments.report.networks import cross_network_section
 from experiments.report.rows import REFERENCE
 from experiments.report.side_by_side import loops_section, tls_section
@@ -145,6 +148,7 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
         via_section(results),
         tls_section(results),
         loops_section(results),
+        gc_section(results),
         websocket_libraries_section(results, _is_websocket),
     )
     for section in sections:

@@ -11,7 +11,9 @@ server (:mod:`experiments.via`; quiet-stream joins the default scenarios on an n
 restart, reset and blackhole).
 ``--security plain,tls`` runs them once plain and once over TLS, with a throwaway certificate
 made for the run (:mod:`experiments.run.security`); ``--loop asyncio,uvloop`` once per event
-loop of the servers, client workers and baseline pushers (:mod:`experiments.run.event_loops`).
+loop of the servers, client workers and baseline pushers (:mod:`experiments.run.event_loops`);
+``--gc default,freeze`` once per garbage collector policy they apply after start-up
+(:mod:`experiments.run.gc_dimension`; the conditions say what each policy does).
 ``--clients N,N,...`` sets the fan-out sizes (positive integers; e.g. ``1000,10000``) in place
 of the profile's.
 A bad argument or an unknown name is one line on stderr and exit code 2; Ctrl-C tears every
@@ -67,6 +69,7 @@ from experiments.results import (
     write_results,
 )
 from experiments.run.event_loops import DEFAULT_LOOP, UnknownLoop, parse_loops
+from experiments.run.gc_dimension import DEFAULT_GC, UnknownGc, parse_gcs, policy_words
 from experiments.run.processes import kill_all, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, OPT_IN, PROFILES, Profile
 from experiments.run.runner import Progress as RunProgress
@@ -147,6 +150,13 @@ def _loops(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _gcs(text: str) -> tuple[str, ...]:
+    try:
+        return parse_gcs(text)
+    except UnknownGc as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _clients(text: str) -> tuple[int, ...]:
     """``1000,10000`` -> the fan-out sizes, each a positive integer, in order, each once."""
     sizes: list[int] = []
@@ -211,6 +221,14 @@ def _parser() -> argparse.ArgumentParser:
         default=(DEFAULT_LOOP,),
         help="comma-separated event loops of servers, clients and pushers; of asyncio, uvloop "
         "(default: asyncio)",
+    )
+    p.add_argument(
+        "--gc",
+        type=_gcs,
+        default=(DEFAULT_GC,),
+        help="comma-separated garbage collector policies of servers, clients and pushers; of "
+        "default, freeze (default: default; freeze: gc.freeze() and higher thresholds after "
+        "start-up)",
     )
     p.add_argument(
         "--clients",
@@ -359,6 +377,10 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     securities, loops = args.security, args.loop
     env.conditions["security"] = ",".join(securities)
     env.conditions["loop"] = ",".join(loops)
+    gcs = args.gc
+    env.conditions["gc"] = ",".join(gcs)
+    for gc in gcs:
+        env.conditions[f"gc_{gc}"] = policy_words(gc)
     if "uvloop" in loops:
         env.packages.setdefault("uvloop", metadata.version("uvloop"))
     if profile.clients is not None:
@@ -371,7 +393,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         for s in scenarios
         if runs_in(kind, s.name)
     ) * len(transports)
-    per_path = len(vias) * len(securities) * len(loops)
+    per_path = len(vias) * len(securities) * len(loops) * len(gcs)
     with (
         _display(console, steps * len(networks) * per_path, _multiplied(args, networks)) as hooks,
         contextlib.ExitStack() as stack,
@@ -389,8 +411,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                         props = await measure(net)
                         env.networks[network.name] = network_conditions(props)
                         console.print(props.line(), soft_wrap=True, highlight=False)
-                    for via, kind, security, loop in itertools.product(
-                        vias, kinds, securities, loops
+                    for via, kind, security, loop, gc in itertools.product(
+                        vias, kinds, securities, loops, gcs
                     ):
                         results.records += await run_suite(
                             profile,
@@ -409,6 +431,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                             securities=securities,
                             certificate=certificate,
                             loop=loop,
+                            gc=gc,
                         )
         finally:
             await settle_teardowns()
@@ -436,6 +459,7 @@ def _multiplied(args: argparse.Namespace, networks: Sequence[NetworkProfile]) ->
         "client_kind": len(args.client_kinds),
         "security": len(args.security),
         "loop": len(args.loop),
+        "gc": len(args.gc),
     }
     return [k for k, n in counts.items() if n > 1]
 
@@ -447,7 +471,7 @@ def _elapsed_by_kind(records: Sequence[Record], scenarios: Sequence[Scenario]) -
     spans: dict[tuple[str, str, int, str], float] = {}
     for r in records:
         # Every record of one step carries the same span (one step per network, via, client
-        # kind, security and loop, too).
+        # kind, security, loop and gc, too).
         network = "/".join(
             str(r.params.get(k, default))
             for k, default in (
@@ -456,6 +480,7 @@ def _elapsed_by_kind(records: Sequence[Record], scenarios: Sequence[Scenario]) -
                 ("client_kind", "python"),
                 ("security", "plain"),
                 ("loop", "asyncio"),
+                ("gc", "default"),
             )
         )
         spans[(r.scenario, network, r.repeat, r.transport)] = float(r.elapsed_s or 0.0)

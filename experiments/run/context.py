@@ -32,7 +32,9 @@ A scenario's ``run(ctx)`` uses:
   and the server behind it is plain; records say the security in force (WebTransport's is
   always ``tls``);
 - ``ctx.loop``: the event loop (``asyncio`` or ``uvloop``, :mod:`experiments.run.event_loops`)
-  the servers, client workers and baseline pushers of the step run on.
+  the servers, client workers and baseline pushers of the step run on;
+- ``ctx.gc``: the garbage collector's policy (``default`` or ``freeze``,
+  :mod:`experiments.run.gc_dimension`) they all apply after start-up.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from experiments.worker.kinds import Clients
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult
 from transports.contract import Transport
+from transports.gc_policy import DEFAULT_GC
 from transports.loops import DEFAULT_LOOP
 from transports.settings import Settings
 from transports.tls import TlsSettings
@@ -104,6 +107,8 @@ class RunContext:
     certificate: RunCertificate | None = None
     #: The event loop servers, workers and pushers run on.
     loop: str = DEFAULT_LOOP
+    #: The garbage collector's policy servers, workers and pushers apply.
+    gc: str = DEFAULT_GC
 
     @property
     def network_name(self) -> str:
@@ -147,7 +152,9 @@ class RunContext:
         step's event loop."""
         path = self.network
         if path is None or not path.namespaced:
-            return LOOPBACK if self.loop == DEFAULT_LOOP else Placement(loop=self.loop)
+            if (self.loop, self.gc) == (DEFAULT_LOOP, DEFAULT_GC):
+                return LOOPBACK
+            return Placement(loop=self.loop, gc=self.gc)
         client_ns = path.client_ns[0]
 
         async def connect(
@@ -162,6 +169,7 @@ class RunContext:
             connect=connect,
             server_netns=path.server_ns,
             loop=self.loop,
+            gc=self.gc,
         )
 
     @property
@@ -173,6 +181,7 @@ class RunContext:
             "security": self.security_in_force,
             "client_kind": self.client_kind,
             "loop": self.loop,
+            "gc": self.gc,
         }
 
     def client_sockets(self) -> Callable[[], socket.socket] | None:
@@ -204,6 +213,7 @@ class RunContext:
             kwargs.setdefault("exec_prefix", place.server_prefix)
             kwargs.setdefault("connect", place.connect)
             kwargs.setdefault("loop", place.loop)
+            kwargs.setdefault("gc", place.gc)
             # Behind nginx, nginx terminates TLS and the upstream is plain.
             kwargs.setdefault("tls", self.server_tls if self.via == "direct" else None)
             server = ServerProcess(
@@ -235,6 +245,7 @@ class RunContext:
         place = self.place
         kwargs.setdefault("server_netns", place.server_netns)
         kwargs.setdefault("loop", place.loop)
+        kwargs.setdefault("gc", place.gc)
         return ClientJob(
             transport=self.transport.name,
             host=host or place.host,

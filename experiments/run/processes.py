@@ -8,8 +8,9 @@ a sleep). It exposes ``pid``, ``port``, ``epoch``, :meth:`cpu_s`, :meth:`rss` an
 wrote to stderr (:meth:`stderr_bytes`, :meth:`stderr_since`) and the file limit it runs with
 (:meth:`fd_limit`: ``serve`` raises its soft limit to the hard one); ``nofile`` starts it with
 that soft and hard ``RLIMIT_NOFILE`` (so ``serve`` cannot raise it); ``loop`` is the event loop
-it runs on (``serve --loop``; its announcement must name the same one), ``tls`` its
-certificate and key (``serve --tls --certfile F --keyfile F``);
+it runs on (``serve --loop``; its announcement must name the same one), ``gc`` the collector's
+policy (``serve --gc``, :mod:`transports.gc_policy`), ``tls`` its certificate and key
+(``serve --tls --certfile F --keyfile F``);
 :meth:`kill` (SIGKILL, for the restart fault) and :meth:`start` again on the same port (a new
 epoch); :meth:`stop` sends SIGTERM, waits, then SIGKILLs. As an async context manager it is
 always torn down, on exceptions and on Ctrl-C/cancellation too.
@@ -43,6 +44,7 @@ import msgspec
 import psutil
 
 from transports.announce import Announcement, parse_announcement
+from transports.gc_policy import DEFAULT_GC
 from transports.loops import DEFAULT_LOOP
 from transports.options import Options
 from transports.settings import Settings
@@ -134,7 +136,7 @@ class Placement:
     """Where a run's processes go: on loopback, here; on an emulated network path, the
     server in the server's namespace and clients in a client's namespace. And the event loop
     they all run on (``--loop``), so a process started from a placement (a baseline pusher's
-    two sides) runs on the step's loop too."""
+    two sides) runs on the step's loop too, under the step's collector policy (``--gc``)."""
 
     #: The address clients reach the server at.
     host: str = "127.0.0.1"
@@ -146,6 +148,8 @@ class Placement:
     server_netns: str | None = None
     #: The event loop every process runs on (:mod:`transports.loops`).
     loop: str = DEFAULT_LOOP
+    #: The garbage collector's policy every process applies (:mod:`transports.gc_policy`).
+    gc: str = DEFAULT_GC
 
 
 LOOPBACK = Placement()
@@ -175,10 +179,13 @@ class ServerProcess:
         nofile: int | None = None,
         loop: str = DEFAULT_LOOP,
         tls: TlsSettings | None = None,
+        gc: str = DEFAULT_GC,
     ) -> None:
         self.transport, self.rate_hz, self.settings = transport, rate_hz, settings
         #: The event loop it runs on (``serve --loop``).
         self.loop = loop
+        #: The collector's policy it applies once started (``serve --gc``).
+        self.gc = gc
         #: Its certificate and key (``serve --tls --certfile F --keyfile F``; None: plain).
         self.tls = tls
         #: The server's soft and hard ``RLIMIT_NOFILE`` (None: this process's own limits).
@@ -222,6 +229,8 @@ class ServerProcess:
             "--ready-json",
             "--loop",
             self.loop,
+            "--gc",
+            self.gc,
             *self._tls_args(),
             *self.extra_args,
         ]

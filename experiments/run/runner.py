@@ -19,7 +19,8 @@ does a transport the browser client kind cannot read, and that kind runs only it
 (:mod:`experiments.worker.kinds`), a step a ``--security`` value rules out
 (:func:`experiments.run.security.security_not_applicable`: WebTransport's plaintext duplicate,
 TLS with browser clients, ...) and a scenario that cannot run on a ``--loop``
-(:func:`experiments.run.event_loops.loop_not_applicable`). Such a record's ``security`` is
+(:func:`experiments.run.event_loops.loop_not_applicable`) or under a ``--gc``
+(:func:`experiments.run.gc_dimension.gc_not_applicable`). Such a record's ``security`` is
 the one the step asked for (nothing ran under any other).
 """
 
@@ -37,6 +38,7 @@ from experiments.network import NetworkPath
 from experiments.results import Record
 from experiments.run.context import RunContext
 from experiments.run.event_loops import loop_not_applicable
+from experiments.run.gc_dimension import gc_not_applicable
 from experiments.run.processes import HarnessError, ServerPool
 from experiments.run.profiles import Profile
 from experiments.run.security import RunCertificate, security_not_applicable
@@ -45,6 +47,7 @@ from experiments.via import not_applicable
 from experiments.worker.kinds import kind_not_applicable, runs_in
 from model.errors import StreamError
 from transports.contract import Transport
+from transports.gc_policy import DEFAULT_GC
 from transports.loops import DEFAULT_LOOP
 from transports.settings import Settings
 
@@ -88,6 +91,7 @@ async def run_suite(
     securities: Sequence[str] = ("plain",),
     certificate: RunCertificate | None = None,
     loop: str = DEFAULT_LOOP,
+    gc: str = DEFAULT_GC,
 ) -> list[Record]:
     """Every record of the step, in the order measured. ``securities``: every security of
     the run (which decides whether a plain step of an always-TLS transport is a duplicate);
@@ -117,6 +121,7 @@ async def run_suite(
             security=security,
             certificate=certificate,
             loop=loop,
+            gc=gc,
         )
         started = time.monotonic()
         why_not = (
@@ -130,6 +135,7 @@ async def run_suite(
                 securities=securities,
             )
             or loop_not_applicable(loop, scenario.name)
+            or gc_not_applicable(gc, scenario.name)
         )
         try:
             if why_not is not None:

@@ -8,9 +8,10 @@ argument is given), runs ``job.clients`` clients of the job's roles with the rea
 :class:`~experiments.worker.schema.WorkerResult` line when the window closes (see the schema
 module for every field).
 
-The worker runs on the job's event loop (``job.loop``, :mod:`transports.loops`) and first
-raises its soft ``RLIMIT_NOFILE`` to the hard limit (a fan-out of thousands of clients needs a
-descriptor each), reporting both in its result.
+The worker runs on the job's event loop (``job.loop``, :mod:`transports.loops`), applies the
+job's garbage collector policy (``job.gc``, :mod:`transports.gc_policy`) once its clients have
+connected, just before its ready line, and first raises its soft ``RLIMIT_NOFILE`` to the hard
+limit (a fan-out of thousands of clients needs a descriptor each), reporting both in its result.
 
 ``time.monotonic_ns()`` is one clock for every process of a host, so latencies across the
 server and worker processes are comparable. SIGINT exits quietly with 130.
@@ -52,6 +53,7 @@ from transports import client as stream
 from transports.backoff import Backoff
 from transports.contract import Transport
 from transports.failures import failure_kind
+from transports.gc_policy import apply_gc
 from transports.limits import fd_limit, raise_fd_limit
 from transports.loops import run as run_on_loop
 from transports.loops import running_loop_name
@@ -258,6 +260,7 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
                         connected.cancel()
                     if stop.is_set():
                         break
+        apply_gc(job.gc)  # after start-up, as the server beside it does
         ready_ns = time.monotonic_ns()
         _emit(WorkerReady(ready_ns, sum(c.connected.is_set() for c in clients), len(clients)))
         readers = [t for t, c in zip(tasks, clients, strict=True) if c.group.role != "stopped"]

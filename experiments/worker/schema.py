@@ -14,8 +14,9 @@ Client roles, so fault scenarios can mix them in one worker:
 - ``stopped``: connects once and never reads (the server's writes pile up).
 
 The worker runs on the job's event loop (``loop``: ``asyncio`` or ``uvloop``, as the server
-beside it) and reports the file limit it ran with (``nofile``: its soft ``RLIMIT_NOFILE``,
-raised to the hard limit at start, as ``serve`` raises its own).
+beside it), applies the job's garbage collector policy (``gc``, :mod:`transports.gc_policy`)
+once its clients have connected, and reports the file limit it ran with (``nofile``: its
+soft ``RLIMIT_NOFILE``, raised to the hard limit at start, as ``serve`` raises its own).
 
 Latencies travel as one HDR histogram per role (:mod:`experiments.histogram` encodes,
 merges and reads them), in microseconds: mergeable across clients, workers and repeats, and
@@ -29,6 +30,7 @@ from typing import Literal
 import msgspec
 
 from model.ledger import DeliveryCounts, PosteriorError
+from transports.gc_policy import GcName
 from transports.loops import LoopName
 from transports.settings import Settings
 
@@ -100,6 +102,8 @@ class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     server_netns: str | None = None
     #: The event loop the worker runs on (:mod:`transports.loops`).
     loop: LoopName = "asyncio"
+    #: The collector's policy, applied once every client has connected, before ready.
+    gc: GcName = "default"
 
     @property
     def clients(self) -> int:
