@@ -33,6 +33,7 @@ from tests.support import FAST, Receiver, running_server, wait_until
 from transports.certs import authority_certificate
 from transports.client import Connected, Disconnected
 from transports.failures import failure_kind
+from transports.origins import OriginPolicy
 from transports.resume import ResumeToken
 from transports.settings import Settings, SettingsError
 from transports.webtransport import WEBTRANSPORT, WebTransportOptions
@@ -90,6 +91,28 @@ def test_bad_requests_are_refused_with_a_status_and_a_reason(
 
 def test_unknown_query_parameters_are_ignored() -> None:
     assert judge_connect(_request("/webtransport?_=1&epoch=ab&since=3")) == ResumeToken("ab", 3)
+
+
+def test_the_origin_policy_of_every_browser_transport_applies_to_a_connect() -> None:
+    """A browser's CONNECT names its page in ``origin``: loopback pages and programs that
+    send none are served, others refused with 403 unless ``--allow-origin`` lists them."""
+    policy = OriginPolicy.from_settings(Settings())
+    token = ResumeToken("ab", 3)
+
+    def judged(origin: str | None, origins: OriginPolicy = policy) -> object:
+        headers = connect_headers("127.0.0.1:8896", token)
+        if origin is not None:
+            headers.append((b"origin", origin.encode()))
+        return judge_connect(headers, origins)
+
+    assert judged(None) == token
+    assert judged("http://127.0.0.1:8889") == token
+    assert judged("https://localhost:5173") == token
+    refused = judged("https://evil.example")
+    assert isinstance(refused, Refusal) and refused.status == 403
+    assert "origin not allowed: 'https://evil.example'" in refused.text
+    allowed = OriginPolicy.from_settings(Settings(allow_origins=("https://evil.example",)))
+    assert judged("https://evil.example", allowed) == token
 
 
 def test_scheme_must_be_https() -> None:

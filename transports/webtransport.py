@@ -101,6 +101,7 @@ from transports.ndjson import (
     encode_sample_lines,
 )
 from transports.options import Options
+from transports.origins import OriginPolicy
 from transports.rejections import SHUTTING_DOWN, rejection, rejection_text
 from transports.resume import ResumeToken
 from transports.settings import Settings
@@ -221,6 +222,8 @@ class WebTransportServer:
             )
         self.hub, self.host, self._port, self.settings = hub, host, port, settings
         self.options = options
+        #: Which pages may open a session (the one policy of every browser transport).
+        self.origins = OriginPolicy.from_settings(settings)
         self._quic: _Listener | None = None
         self._connections: set[_ServerConnection] = set()
         #: SHA-256 of the certificate served (lowercase hex), once started.
@@ -461,7 +464,7 @@ class _ServerConnection(QuicConnectionProtocol):
             self.shut(ErrorCode.H3_NO_ERROR, "session closed by the client")
 
     def _request(self, event: HeadersReceived) -> None:
-        verdict = judge_connect(event.headers)
+        verdict = judge_connect(event.headers, self.server.origins)
         if self.session is not None and not isinstance(verdict, Refusal):
             verdict = Refusal(400, rejection_text(ProtocolError("one session per connection")))
         if isinstance(verdict, Refusal):

@@ -27,6 +27,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl
 
 from model.errors import FrameTooLarge, NotThisProtocol, ProtocolError, ServerRefused
+from transports.origins import OriginPolicy
 from transports.rejections import http_refusal
 from transports.resume import ResumeToken, parse_query, query_parameters
 
@@ -78,8 +79,14 @@ def _pseudo(headers: Headers) -> dict[bytes, bytes]:
     return {k: v for k, v in headers if k.startswith(b":")}
 
 
-def judge_connect(headers: Headers) -> ResumeToken | Refusal | None:
-    """The resume token a request asks for (None: live samples only), or why it is refused."""
+def judge_connect(
+    headers: Headers, origins: OriginPolicy | None = None
+) -> ResumeToken | Refusal | None:
+    """The resume token a request asks for (None: live samples only), or why it is refused.
+
+    ``origins``: the server's origin policy (:mod:`transports.origins`), the one every
+    browser transport applies: a browser's CONNECT carries its page's ``origin`` header, and
+    a page the policy refuses gets 403, as on a WebSocket handshake (None: no check)."""
     pseudo = _pseudo(headers)
     target = pseudo.get(b":path", b"").decode(errors="replace")
     path, _, query = target.partition("?")
@@ -95,6 +102,12 @@ def judge_connect(headers: Headers) -> ResumeToken | Refusal | None:
         return _refusal(ProtocolError(f":protocol must be webtransport, got {said}"))
     if pseudo.get(b":scheme") != b"https":
         return _refusal(ProtocolError(":scheme must be https"))
+    if origins is not None:
+        raw = next((v for k, v in headers if k == b"origin"), None)
+        origin = None if raw is None else raw.decode(errors="replace")
+        own = pseudo.get(b":authority", b"").decode(errors="replace")
+        if not origins.allows(origin, own):
+            return Refusal(int(HTTPStatus.FORBIDDEN), origins.refusal(origin) + "\n")
     try:
         pairs = parse_qsl(query, keep_blank_values=True)
         return parse_query(query_parameters(pairs, ("epoch", "since")))

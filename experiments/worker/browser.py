@@ -6,8 +6,17 @@ headless Debian ``chromium`` (Playwright's Python API with the system browser vi
 client of the job, each the live page of :mod:`transports.page` reading the job's server (or
 its group's fault proxy) with ``?transport=NAME&server=URL&record=1``. The page is served by a
 small page host of the harness on 127.0.0.1 (a loopback origin, which every server's origin
-policy allows by default), rendered with the transport's effective settings and options, so it
-behaves as the server's own page would.
+policy allows by default, and a secure context, which WebTransport needs), rendered with the
+transport's effective settings and options, so it behaves as the server's own page would.
+
+WebTransport: Chromium needs no flag, but it trusts the server's certificate (the throwaway one
+a server issues itself from the local CA) only by its hash. The harness reads it off a
+verified QUIC handshake with the job's server (:mod:`experiments.worker.certificate_pin`) and
+renders it into the page (:attr:`~transports.page.PageConfig.certificate_sha256`); the page
+host answers ``GET /certificate-sha256`` with the current one (a new handshake), which the page
+asks for before every reconnect, as a page asks its origin: a restarted server shows a new
+certificate. So a page's reconnect over WebTransport costs that fetch and one QUIC handshake
+more than a Python client's (milliseconds on loopback).
 
 It answers like :class:`~experiments.worker.process.ClientProcess` (``wait_ready``,
 ``result``, ``stop``, ``async with``) and returns the same
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -36,6 +46,11 @@ from playwright.async_api import Error as PlaywrightError
 
 from experiments.histogram import encode_latencies
 from experiments.run.processes import HarnessError
+from experiments.worker.certificate_pin import (
+    CertificateUnavailable,
+    server_certificate_sha256,
+    sha256_base64,
+)
 from experiments.worker.page_outcome import (
     ClockMap,
     PageRecord,
@@ -73,6 +88,8 @@ def chromium_cpu_s() -> float:
 
 #: The longest a page may take to answer the harness.
 EVALUATE_TIMEOUT_S = 20.0
+#: Where the page host says the WebTransport server's current certificate hash.
+CERTIFICATE_PATH = "/certificate-sha256"
 
 
 class ChromiumMissing(RuntimeError):
@@ -174,15 +191,47 @@ class BrowserClients:
         self._probe: ServerProbe | None = None
         self._cpu_at = (0.0, 0.0, 0.0)  # start, window start, window end
 
+    async def _certificate_sha256(self) -> str:
+        """The job's WebTransport server's certificate hash, base64 (a verified handshake)."""
+        job = self.job
+        transport = get(job.transport)
+        options = msgspec.json.decode(job.options, type=type(transport.options))
+        settings = transport.settings(job.settings)
+        hex_digest = await server_certificate_sha256(
+            job.host, job.port, settings, options, settings.connect_timeout_s
+        )
+        return sha256_base64(hex_digest)
+
+    async def _page_config(self) -> PageConfig:
+        config = page_config(self.job)
+        if browser_family(self.job.transport) != "webtransport":
+            return config
+        try:
+            pinned: str | None = await self._certificate_sha256()
+        except CertificateUnavailable:
+            pinned = None  # the page asks the page host before its first attempt
+        return dataclasses.replace(
+            config, certificate_sha256=pinned, certificate_url=CERTIFICATE_PATH
+        )
+
     async def start(self) -> None:
         executable = require_chromium()
-        body = render_page(page_config(self.job))
+        body = render_page(await self._page_config())
 
         async def serve(request: web.Request) -> web.Response:
             return web.Response(body=body, content_type="text/html")
 
+        async def certificate(request: web.Request) -> web.Response:
+            try:
+                pinned = await self._certificate_sha256()
+            except CertificateUnavailable as exc:
+                return web.Response(status=503, text=f"{exc}\n")
+            return web.Response(text=pinned, headers={"Cache-Control": "no-store"})
+
         app = web.Application()
         app.router.add_get("/", serve)
+        if browser_family(self.job.transport) == "webtransport":
+            app.router.add_get(CERTIFICATE_PATH, certificate)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()

@@ -3,8 +3,9 @@
 - ``python``: the suite's own clients, in a worker process (:mod:`experiments.worker.main`);
 - ``browser``: the live page's clients in headless Chromium
   (:mod:`experiments.worker.browser`): ``EventSource``, the page's ``WebSocket`` with its
-  reconnect, ``fetch`` polling loops. Only on the transports the page reads, and only in the
-  scenarios a page takes part in (:data:`~experiments.worker.page_outcome.BROWSER_SCENARIOS`).
+  reconnect, ``fetch`` polling loops, the page's ``WebTransport`` (the server's certificate
+  pinned by its hash). Only on the transports the page reads, and only in the scenarios a
+  page takes part in (:data:`~experiments.worker.page_outcome.BROWSER_SCENARIOS`).
 
 Every record says its kind in ``params["client_kind"]``.
 """

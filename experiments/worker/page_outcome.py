@@ -78,6 +78,7 @@ FAMILIES = {
     "sse": "sse",
     "poll": "poll",
     "long-poll": "long-poll",
+    "webtransport": "webtransport",
 }
 #: The browser's client per family, as the report names it.
 CLIENTS = {
@@ -85,6 +86,7 @@ CLIENTS = {
     "sse": "EventSource (native reconnect)",
     "poll": "fetch polling (page's loop)",
     "long-poll": "fetch long polling (page's loop)",
+    "webtransport": "WebTransport, pinned certificate hash (page's reconnect)",
 }
 #: The scenarios a browser client takes part in.
 BROWSER_SCENARIOS = ("latency", "restart", "reset", "blackhole")
