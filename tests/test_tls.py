@@ -82,7 +82,7 @@ def test_unusable_server_files_are_one_clear_line(
     fields = {"certfile": files.certfile, "keyfile": files.keyfile}
     fields |= {k: named.get(v, v) if v else v for k, v in change.items()}
     with pytest.raises(TlsConfigError) as caught:
-        server_context(TlsSettings(**fields))
+        server_context(TlsSettings(certfile=fields["certfile"], keyfile=fields["keyfile"]))
     message = str(caught.value)
     assert expected in message and "\n" not in message
 

@@ -109,12 +109,14 @@ def _configuration(transport: Transport, args: argparse.Namespace) -> tuple[Sett
 def _tls(args: argparse.Namespace) -> TlsSettings | None:
     """``--tls`` with its files, checked now: a file that cannot be used is a usage error."""
     files = {k: getattr(args, k, None) for k in ("certfile", "keyfile", "cafile")}
+    resume = getattr(args, "resume_sessions", False)
     if not args.tls:
         given = [f"--{k}" for k, v in files.items() if v is not None]
+        given += ["--resume-sessions"] if resume else []
         if given:
             raise UsageError(f"{' and '.join(given)} only make sense with --tls")
         return None
-    tls = TlsSettings(**files)
+    tls = TlsSettings(**files, resume_sessions=resume)
     try:
         if args.command == "serve":
             server_context(tls)
@@ -188,6 +190,11 @@ def _parser() -> argparse.ArgumentParser:
     common(listen)
     listen.add_argument(
         "--cafile", metavar="F", help="with --tls: the CA to trust (default: the system's)"
+    )
+    listen.add_argument(
+        "--resume-sessions",
+        action="store_true",
+        help="with --tls: offer the previous connection's TLS session when reconnecting",
     )
     listen.add_argument("--count", type=int, help="exit 0 after this many samples")
     listen.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -110,6 +111,8 @@ Call = grpc.aio.UnaryStreamCall[pb.ResumeToken, pb.Sample]
 _TAKE = 64
 #: How long a stopping server lets its calls take their final status before cancelling them.
 _STOP_GRACE_S = 1.0
+#: Sessions grpc's client cache keeps (one per target it connected to).
+_SESSION_CACHE_SIZE = 64
 
 
 class _Subscriber:
@@ -297,7 +300,10 @@ async def connect(
         client_context(tls)  # a CA file that cannot be used: one clear error first
         roots = Path(tls.cafile).read_bytes() if tls.cafile else None
         credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-        channel = grpc.aio.secure_channel(target, credentials, options=channel_args(settings))
+        args: list[tuple[str, object]] = [*channel_args(settings)]
+        if tls.resume_sessions:
+            args.append(("grpc.ssl_session_cache", _session_cache()))
+        channel = grpc.aio.secure_channel(target, credentials, options=args)
     try:
         subscribe = channel.unary_stream(
             PATH,
@@ -324,6 +330,22 @@ async def connect(
             call.cancel()
     finally:
         await channel.close(None)
+
+
+@functools.cache
+def _session_cache() -> object:
+    """grpcio's own TLS session cache, one per process: a channel given it offers the
+    session of an earlier channel to the same server (``TlsSettings.resume_sessions``;
+    Python's ``ssl`` contexts play no part in grpc's connections). grpc keys the cache by
+    the SNI host name, which it sends only for a DNS name: a channel to an IP address
+    (``127.0.0.1``, as the experiments connect) never resumes."""
+    # grpc-stubs does not describe grpc.experimental.
+    from grpc.experimental.session_cache import (  # type: ignore[import-not-found]
+        ssl_session_cache_lru,
+    )
+
+    cache: object = ssl_session_cache_lru(_SESSION_CACHE_SIZE)
+    return cache
 
 
 async def _samples(call: Call) -> AsyncGenerator[Sample, None]:

@@ -15,8 +15,12 @@ transport raises :class:`~model.errors.CertificateInvalid`, which the shared cli
 final, like a peer that does not speak the protocol (a certificate error is not a network
 fault, and retrying it forever would hide it).
 
-Contexts are cached per settings: a reconnecting client reuses its context, and with it the
-``ssl`` module's session cache where the library passes sessions back (see the report).
+Contexts are cached per settings: a reconnecting client reuses its context. No client library
+here hands Python's ``ssl`` a session to resume, so by default every reconnect is a full
+handshake; with ``resume_sessions`` (``listen --tls --resume-sessions``) the client context
+is a :class:`~transports.tls_sessions.ResumingContext`, which offers each new connection the
+newest session it saw for the same host (gRPC uses grpcio's own session cache instead, see
+:mod:`transports.grpc_stream`). The ``reconnect-cost`` experiment measures both.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import ssl
 from pathlib import Path
 
 import msgspec
+
+from transports.tls_sessions import resuming_client_context
 
 __all__ = [
     "HTTP1",
@@ -49,6 +55,8 @@ class TlsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     certfile: str | None = None
     keyfile: str | None = None
     cafile: str | None = None
+    #: A client offers the session of its previous connection to the same host (resumption).
+    resume_sessions: bool = False
 
 
 class TlsConfigError(ValueError):
@@ -97,8 +105,12 @@ def server_context(tls: TlsSettings, alpn: tuple[str, ...] = ()) -> ssl.SSLConte
 @functools.lru_cache(maxsize=16)
 def client_context(tls: TlsSettings, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """A client context that verifies the server against ``cafile`` (None: the system's
-    store and the suite's local CA), host names included."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    store and the suite's local CA), host names included; with ``resume_sessions`` a
+    :class:`~transports.tls_sessions.ResumingContext` set up the same way."""
+    if tls.resume_sessions:
+        ctx: ssl.SSLContext = resuming_client_context()
+    else:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if tls.cafile is not None:
         ca = _readable(tls.cafile, "--cafile")
         try:

@@ -24,6 +24,10 @@ Shaping toxics (latency, bandwidth, slicer, limit_data) apply downstream only, s
 client, the direction the stream flows (Toxiproxy's default stream). Black hole, reset and down
 apply to both directions.
 
+``tap``, when set, is called with (connection number, downstream?, chunk) for every chunk,
+either way, just before the proxy writes it on (so a clock read in the tap precedes the
+peer's receipt): what a scenario counts bytes on the wire with.
+
 ``upstream_closed_ns`` and ``downstream_closed_ns`` record ``time.monotonic_ns()`` each time
 the server or the client closed or reset its side, never for closes the proxy made itself, so
 an experiment sees when the server dropped a dead client.
@@ -301,6 +305,7 @@ class _Pair:
                     if done:
                         return
                 else:
+                    self.proxy._tapped(self.number, False, chunk)
                     writer.write(chunk)
                     await writer.drain()
         except (ConnectionError, OSError):
@@ -332,6 +337,7 @@ class _Pair:
             if len(chunk) >= allowed:
                 chunk, cut = chunk[: max(0, allowed)], True
             self.limit_counted += len(chunk)
+        self.proxy._tapped(self.number, True, chunk)
         slicer = toxics.slicer
         if slicer is None:
             writer.write(chunk)
@@ -386,6 +392,8 @@ class FaultProxy:
         self.downstream_closed_ns: list[int] = []
         #: The same closes with the connection they belong to, in order.
         self.peer_closes: list[PeerClose] = []
+        #: Called with (connection, downstream, chunk) before every chunk is written on.
+        self.tap: Callable[[int, bool, bytes], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -543,6 +551,10 @@ class FaultProxy:
     def _forget(self, pair: _Pair) -> None:
         self._pairs.discard(pair)
         self._notify()
+
+    def _tapped(self, connection: int, downstream: bool, chunk: bytes) -> None:
+        if self.tap is not None:
+            self.tap(connection, downstream, chunk)
 
     def _forwarded(self, nbytes: int) -> None:
         self._forwarded_bytes += nbytes

@@ -35,6 +35,7 @@ import msgspec
 from experiments.report.conditions import cite_section, conditions_section
 from experiments.report.garbage_collector import gc_section
 from experiments.report.networks import cross_network_section
+from experiments.report.reconnect_cost import reconnect_cost_section
 from experiments.report.rows import REFERENCE
 from experiments.report.side_by_side import loops_section, tls_section
 from experiments.report.tables import scenario_table
@@ -147,6 +148,7 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
     sections = (
         via_section(results),
         tls_section(results),
+        reconnect_cost_section(results),
         loops_section(results),
         gc_section(results),
         websocket_libraries_section(results, _is_websocket),

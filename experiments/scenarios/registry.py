@@ -16,6 +16,7 @@ from experiments.scenarios.interop import INTEROP
 from experiments.scenarios.latency import LATENCY
 from experiments.scenarios.link_down import LINK_DOWN
 from experiments.scenarios.quiet_stream import QUIET_STREAM
+from experiments.scenarios.reconnect_cost import RECONNECT_COST
 from experiments.scenarios.reset import RESET
 from experiments.scenarios.reset_kernel import RESET_KERNEL
 from experiments.scenarios.restart import RESTART
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
         COMPLEXITY,
         RESTART,
         RESET,
+        RECONNECT_COST,
         BLACKHOLE,
         BLACKHOLE_KERNEL,
         RESET_KERNEL,
