@@ -11,8 +11,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from experiments.histogram import encode_latencies
 from experiments.report.dimensions import split, telling_apart
-from experiments.report.side_by_side import LOOPS, TLS, pair_rows, side_by_side_section
+from experiments.report.side_by_side import (
+    CLIENT_KINDS,
+    LOOPS,
+    TLS,
+    pair_rows,
+    side_by_side_section,
+)
 from experiments.results import Environment, Record, Results, load_results
 from experiments.run.cli import main as experiments_main
 from experiments.run.context import RunContext
@@ -284,6 +291,42 @@ def test_side_by_side_rows_pair_like_with_like() -> None:
         "plain · uvloop",
         "tls · uvloop",
     ]
+
+
+def _latency(transport: str, kind: str, rate_hz: float, latency_ms: float) -> Record:
+    """A latency record at ``rate_hz``: 1,200 samples of ``latency_ms`` each."""
+    return Record(
+        transport=transport,
+        scenario="latency",
+        repeat=0,
+        params={"rate_hz": rate_hz, "client_kind": kind, "network": "loopback"},
+        metrics={"delivery_ok": True},
+        latency={"normal": encode_latencies([int(latency_ms * 1e6)] * 1200)},
+    )
+
+
+def test_browser_and_python_clients_are_compared_at_100_per_second() -> None:
+    records = [
+        _latency("sse", kind, rate, ms)
+        for kind, rate, ms in (
+            ("python", 100.0, 2.0),
+            ("browser", 100.0, 6.0),
+            ("python", 1000.0, 1.0),
+            ("browser", 1000.0, 50.0),  # not the compared rate
+        )
+    ]
+    (row,) = pair_rows(records, CLIENT_KINDS)
+    p99 = next(c for c in row.comparisons if c.measure.metric == "latency:normal:p99")
+    assert p99.ratio == pytest.approx(3.0, rel=0.01)  # 6 ms / 2 ms, at 100/s
+    results = Results(
+        schema=2, created="", profile="quick", environment=ENVIRONMENT, settings=EXPERIMENT_SETTINGS
+    )
+    results.records = records
+    section = side_by_side_section(results, CLIENT_KINDS)
+    assert section.startswith("## Browser and Python clients side by side")
+    assert "100 samples/s" in section and "(n=1,200)" in section
+    results.records = [r for r in records if r.params["client_kind"] == "python"]
+    assert side_by_side_section(results, CLIENT_KINDS) == ""
 
 
 @pytest.mark.timeout(150)

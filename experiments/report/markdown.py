@@ -37,7 +37,7 @@ from experiments.report.garbage_collector import gc_section
 from experiments.report.networks import cross_network_section
 from experiments.report.reconnect_cost import reconnect_cost_section
 from experiments.report.rows import REFERENCE
-from experiments.report.side_by_side import loops_section, tls_section
+from experiments.report.side_by_side import client_kinds_section, loops_section, tls_section
 from experiments.report.tables import scenario_table
 from experiments.report.via import via_section
 from experiments.report.websocket_libraries import websocket_libraries_section
@@ -150,6 +150,7 @@ def render(results: Results, out_dir: Path, scenarios: Mapping[str, Scenario] | 
         tls_section(results),
         reconnect_cost_section(results),
         loops_section(results),
+        client_kinds_section(results),
         gc_section(results),
         websocket_libraries_section(results, _is_websocket),
     )

@@ -1,12 +1,12 @@
-"""Two values of one dimension side by side: ``## TLS overhead`` and ``## Event loops side by
-side`` (pure markdown from results.json).
+"""Two values of one dimension side by side: ``## TLS overhead``, ``## Event loops side by
+side`` and ``## Browser and Python clients side by side`` (pure markdown from results.json).
 
 Per transport (and per combination of the other dimensions that vary in the run: network,
 via, client kind, and the loop or the security), the headline figures under each value and
-their ratio, second over first: latency p50 and p99 at 1,000 samples/s (the latency
-scenario's highest rate when it did not run 1,000/s; pooled over repeats, with the sample
-count behind the p99; ``—`` when too few samples support it), saturation throughput
-(``samples_per_s``) and the server's CPU per 1,000 samples
+their ratio, second over first: latency p50 and p99 at 1,000 samples/s (100/s for client
+kinds; the latency scenario's highest rate when it did not run that one; pooled over
+repeats, with the sample count behind the p99; ``—`` when too few samples support it),
+saturation throughput (``samples_per_s``) and the server's CPU per 1,000 samples
 (``server_cpu_s_per_1k``, shown in ms) of the throughput scenario (medians over repeats).
 Each cell is the figure the scenario's own table shows, so a ratio never says more than the
 tables behind it. A section is written only when some transport ran the latency or the
@@ -25,6 +25,7 @@ from experiments.report.rows import Row, figure, rows
 from experiments.results import Record, Results
 
 __all__ = [
+    "CLIENT_KINDS",
     "LOOPS",
     "MEASURES",
     "TLS",
@@ -33,6 +34,7 @@ __all__ = [
     "Measure",
     "PairRow",
     "Side",
+    "client_kinds_section",
     "loops_section",
     "pair_rows",
     "side_by_side_section",
@@ -54,6 +56,8 @@ class Dimension:
     second: str
     title: str
     intro: str
+    #: The latency scenario's rate the section compares at.
+    rate_hz: float = COMPARED_RATE_HZ
 
 
 TLS = Dimension(
@@ -72,6 +76,17 @@ LOOPS = Dimension(
     "Event loops side by side",
     "Each transport on asyncio's own event loop and on uvloop (`--loop asyncio,uvloop`): "
     "servers, client workers and baseline pushers all on the same loop. ×: uvloop / asyncio.",
+)
+CLIENT_KINDS = Dimension(
+    "client_kind",
+    "python",
+    "browser",
+    "Browser and Python clients side by side",
+    "The same server read by the suite's Python client and by the live page in headless "
+    "Chromium (`--client-kinds python,browser`), latency at 100 samples/s, a rate a browser "
+    "dashboard lives with (the browser's receive times mapped onto the server's clock, see "
+    "the latency section). ×: browser / Python. Browsers run no throughput scenario.",
+    rate_hz=100.0,
 )
 
 
@@ -134,7 +149,7 @@ def _rate(row: Row) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _side(records: Sequence[Record], measure: Measure) -> Side:
+def _side(records: Sequence[Record], measure: Measure, rate_hz: float) -> Side:
     mine = [r for r in records if r.scenario == measure.scenario]
     if not mine:
         return Side(None, NOT_RUN)
@@ -143,9 +158,10 @@ def _side(records: Sequence[Record], measure: Measure) -> Side:
     candidates = [row for row in rows(mine, measure.scenario) if row.records]
     if not candidates:
         return Side(None, "failed")
-    # Latency at 1,000/s, which every transport carries (at 10,000/s some are past their
-    # saturation and their latency is their queue); the highest rate when it did not run.
-    at_rate = [row for row in candidates if _rate(row) == COMPARED_RATE_HZ]
+    # Latency at the dimension's rate: 1,000/s, which every transport carries (at 10,000/s
+    # some are past their saturation and their latency is their queue), or 100/s for
+    # browsers; the highest rate when it did not run.
+    at_rate = [row for row in candidates if _rate(row) == rate_hz]
     row = at_rate[0] if at_rate else max(candidates, key=_rate)
     fig = figure(row, measure.metric)
     if fig is None:
@@ -179,7 +195,10 @@ def pair_rows(records: Sequence[Record], dim: Dimension) -> list[PairRow]:
         )
         if len(skipped) == 2:
             continue
-        comparisons = tuple(Comparison(m, _side(first, m), _side(second, m)) for m in MEASURES)
+        comparisons = tuple(
+            Comparison(m, _side(first, m, dim.rate_hz), _side(second, m, dim.rate_hz))
+            for m in MEASURES
+        )
         out.append(PairRow(transport, conditions, comparisons, skipped))
     return out
 
@@ -227,3 +246,9 @@ def tls_section(results: Results) -> str:
 def loops_section(results: Results) -> str:
     """``## Event loops side by side`` ("" unless some transport ran on both loops)."""
     return side_by_side_section(results, LOOPS)
+
+
+def client_kinds_section(results: Results) -> str:
+    """``## Browser and Python clients side by side`` ("" unless a browser ran beside a
+    Python client)."""
+    return side_by_side_section(results, CLIENT_KINDS)
