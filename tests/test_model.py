@@ -213,3 +213,22 @@ def test_ledger_expects_later_epochs_from_their_start() -> None:
     assert ledger.counts("aa").lost == 0
     assert ledger.counts("bb").lost == 5
     assert ledger.counts().delivered == 14
+
+
+def test_decoding_builds_plain_samples_and_checks_each_epoch() -> None:
+    first, second = {**GOOD, "epoch": "ab"}, {**GOOD, "epoch": "cd", "seq": 2}
+    decoded = decode_samples(json.dumps([first, second]))
+    assert [type(s) for s in decoded] == [Sample, Sample]
+    assert decoded == [Sample("ab", 1, 1, 5), Sample("cd", 2, 1, 5)]
+    # A well-formed epoch seen before does not let a malformed one through after it.
+    for bad in ("AB", "", "ab\n", "x" * 65):
+        with pytest.raises(MalformedSample, match="malformed sample"):
+            decode_samples(json.dumps([first, {**second, "epoch": bad}]))
+        with pytest.raises(MalformedSample, match="malformed sample"):
+            decode_sample(json.dumps({**first, "epoch": bad}))
+        assert decode_sample(json.dumps(first)) == Sample("ab", 1, 1, 5)
+
+
+def test_an_array_with_an_unknown_key_in_one_sample_is_rejected_whole() -> None:
+    with pytest.raises(MalformedSample, match="malformed sample"):
+        decode_samples(json.dumps([GOOD, {**GOOD, "seq": 2, "extra": 1}]))

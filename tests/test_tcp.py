@@ -10,8 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from model.errors import ConnectionLost, PeerSilent, ProtocolError, ServerUnavailable
-from model.sample import Sample
+from model.errors import (
+    ConnectionLost,
+    PeerSilent,
+    ProtocolError,
+    ServerRefused,
+    ServerUnavailable,
+)
+from model.sample import Sample, encode_sample
 from tests.conftest import FakeServer
 from tests.support import EPOCH, serving, wait_until
 from tests.support import make_samples as _samples
@@ -24,6 +30,7 @@ from transports.ndjson import (
     encode_hello,
 )
 from transports.resume import ResumeToken
+from transports.sample_stream import BatchedSampleStream
 from transports.settings import Settings
 from transports.tcp import TcpOptions, TcpServer
 from transports.tcp import connect as _connect
@@ -305,3 +312,43 @@ async def test_client_that_stops_reading_is_cut_while_another_keeps_receiving(
     assert hub.subscriber_count == 0
     assert received == _samples(0, hub.next_seq)
     assert len(received) > 1_000  # the stalled client had to fill its buffers first
+
+
+async def test_samples_before_an_error_line_arrive_before_the_refusal(
+    fake_server: FakeServer,
+) -> None:
+    """One chunk holding samples, a heartbeat and an error line: the samples come out (in
+    one list, read a chunk at a time), then the refusal."""
+    chunk = b"".join(encode_sample(s) + b"\n" for s in _samples(0, 3))
+    chunk += encode_heartbeat(1) + b'{"error":"go away"}\n'
+
+    async def reply_then_wait(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()
+        w.write(chunk)
+        await r.read()
+
+    port = await fake_server(reply_then_wait)
+    async with connect("127.0.0.1", port, None, QUIET) as stream:
+        assert isinstance(stream, BatchedSampleStream)
+        batches = stream.batches()
+        async with asyncio.timeout(10):
+            assert list(await anext(batches)) == _samples(0, 3)
+            with pytest.raises(ServerRefused, match="go away"):
+                await anext(batches)
+
+
+async def test_a_stream_of_samples_comes_a_chunk_at_a_time_and_flattens() -> None:
+    async with _server() as server, connect("127.0.0.1", server.port, None, QUIET) as stream:
+        await wait_until(lambda: server.hub.subscriber_count == 1, 5, "the subscription")
+        server.hub.publish(_samples(0, 500))
+        async with asyncio.timeout(10):
+            assert await _first(stream, 500) == _samples(0, 500)  # async for: one by one
+            server.hub.publish(_samples(500, 1000))
+            assert isinstance(stream, BatchedSampleStream)
+            got: list[Sample] = []
+            async for batch in stream.batches():
+                assert batch  # never an empty list
+                got += batch
+                if len(got) >= 500:
+                    break
+    assert got == _samples(500, 1000)

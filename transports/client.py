@@ -37,6 +37,7 @@ from transports.contract import Transport
 from transports.failures import FailureKind, failure_kind
 from transports.options import Options
 from transports.resume import ResumeToken
+from transports.sample_stream import BatchedSampleStream
 from transports.settings import Settings
 
 __all__ = [
@@ -176,23 +177,38 @@ class StreamClient:
                     self.connection += 1
                     up_since = loop.time()
                     self._emit(Connected(time.monotonic_ns(), self.connection, offered, attempt))
-                    samples = aiter(stream)
                     try:
-                        if not self.received:
-                            # The wait bounds only the first sample: one bounded step, then the
-                            # plain loop below, which costs nothing extra per sample.
-                            sample = await first(anext(samples))
-                            delivered = fresh = 1
-                            self._epoch, self._since = sample.epoch, sample.seq
-                            self.received += 1
-                            yield sample
-                        async for sample in samples:
-                            delivered += 1
-                            if sample.seq > self._since or sample.epoch != self._epoch:
+                        if isinstance(stream, BatchedSampleStream):
+                            # Lists, one per read: a step of its generator per read, not
+                            # one per sample. The wait bounds only the first read.
+                            batches = stream.batches()
+                            batch = await first(anext(batches)) if not self.received else ()
+                            while True:
+                                for sample in batch:
+                                    delivered += 1
+                                    if sample.seq > self._since or sample.epoch != self._epoch:
+                                        self._epoch, self._since = sample.epoch, sample.seq
+                                        fresh += 1
+                                    self.received += 1
+                                    yield sample
+                                batch = await anext(batches)
+                        else:
+                            samples = aiter(stream)
+                            if not self.received:
+                                # The wait bounds only the first sample: one bounded step, then the
+                                # plain loop below, which costs nothing extra per sample.
+                                sample = await first(anext(samples))
+                                delivered = fresh = 1
                                 self._epoch, self._since = sample.epoch, sample.seq
-                                fresh += 1
-                            self.received += 1
-                            yield sample
+                                self.received += 1
+                                yield sample
+                            async for sample in samples:
+                                delivered += 1
+                                if sample.seq > self._since or sample.epoch != self._epoch:
+                                    self._epoch, self._since = sample.epoch, sample.seq
+                                    fresh += 1
+                                self.received += 1
+                                yield sample
                     except StopAsyncIteration:
                         failure = ConnectionLost("closed by the server")
                     except WaitExpired:

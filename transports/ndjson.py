@@ -30,6 +30,7 @@ __all__ = [
     "LineSplitter",
     "ServerError",
     "ServerLine",
+    "decode_sample_run",
     "decode_server_line",
     "decode_server_lines",
     "encode_error",
@@ -197,17 +198,14 @@ def decode_server_line(line: bytes) -> ServerLine:
         raise not_a_sample
 
 
-def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
-    """Classify many lines at once, exactly as :func:`decode_server_line` would one by one.
+def decode_sample_run(lines: list[bytes]) -> list[Sample] | None:
+    """The samples of ``lines`` when every one is a well-formed sample; None otherwise.
 
-    Lazy on the slow path: the lines before a bad one come out before it raises.
-
-    Fast path, for a run of samples: decode the lines as one JSON array (one msgspec call
-    instead of one per line). It is taken only when every line starts with ``{`` and ends
-    with ``}``; a wire-form sample is a flat object whose only string is a hex epoch, so in a
-    valid sample braces appear only as its delimiters, and N valid samples spelled with
-    exactly those line-edge braces are one sample per line: no line can hold two, no sample
-    can span two. Anything else (heartbeats, errors, garbage) goes line by line.
+    One msgspec call for the run instead of one per line. Tried only when every line starts
+    with ``{`` and ends with ``}``: a wire-form sample is a flat object whose only string is a
+    hex epoch, so in a valid sample braces appear only as its delimiters, and N valid samples
+    spelled with exactly those line-edge braces are one sample per line: no line can hold two,
+    no sample can span two.
     """
     if not lines:
         return []
@@ -216,8 +214,20 @@ def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
         try:
             samples = decode_samples(b"[" + body.replace(b"\n", b",") + b"]")
         except MalformedSample:
-            pass
-        else:
-            if len(samples) == len(lines):
-                return samples
+            return None
+        if len(samples) == len(lines):
+            return samples
+    return None
+
+
+def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
+    """Classify many lines at once, exactly as :func:`decode_server_line` would one by one.
+
+    A run of samples is decoded at once (:func:`decode_sample_run`); anything else
+    (heartbeats, errors, garbage) goes line by line, lazily: the lines before a bad one come
+    out before it raises.
+    """
+    samples = decode_sample_run(lines)
+    if samples is not None:
+        return samples
     return map(decode_server_line, lines)
