@@ -23,7 +23,6 @@ from experiments.report.side_by_side import (
 from experiments.results import Environment, Record, Results, load_results
 from experiments.run.cli import main as experiments_main
 from experiments.run.context import RunContext
-from experiments.run.event_loops import loop_not_applicable
 from experiments.run.processes import settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
 from experiments.run.security import (
@@ -68,9 +67,6 @@ def test_loop_names_and_the_loop_that_really_runs() -> None:
 
     assert run(which(), "uvloop") == "uvloop"
     assert run(which(), "asyncio") == "asyncio"
-    assert loop_not_applicable("uvloop", "bad-input") is not None
-    assert loop_not_applicable("uvloop", "latency") is None
-    assert loop_not_applicable("asyncio", "bad-input") is None
 
 
 def test_security_names_and_what_each_step_runs_under() -> None:

@@ -16,7 +16,6 @@ from experiments.baselines.process import PusherServer, measure_pusher
 from experiments.report.garbage_collector import GC, gc_rows, gc_section
 from experiments.results import Environment, Record, Results, Scalar, load_results
 from experiments.run.context import RunContext
-from experiments.run.gc_dimension import gc_not_applicable
 from experiments.run.processes import Placement, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
 from experiments.worker.schema import ClientGroup
@@ -54,9 +53,6 @@ def test_policy_names_and_words() -> None:
             parse_gcs(bad)
     assert "gc.freeze()" in policy_words("freeze") and "50000,50,100" in policy_words("freeze")
     assert "as it comes" in policy_words("default")
-    assert gc_not_applicable("freeze", "bad-input") is not None
-    assert gc_not_applicable("freeze", "latency") is None
-    assert gc_not_applicable("default", "bad-input") is None
 
 
 async def _serving_line(argv: list[str]) -> tuple[str, int]:

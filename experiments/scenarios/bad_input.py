@@ -447,6 +447,8 @@ async def _on_own_servers(
             host=place.host,
             exec_prefix=place.server_prefix,
             connect=place.connect,
+            loop=place.loop,
+            gc=place.gc,
             ready_timeout_s=ctx.profile.ready_timeout_s,
             nofile=case.nofile,
         )
