@@ -8,9 +8,9 @@ most of the run's time. Fault scenarios run ``fault_repeats`` times (one run inj
 faults), and a scenario whose figures are bound by timers of seconds (``concurrent = True``:
 restart, reset, black hole, bad input) runs every transport at once, each on its own server,
 proxies and worker (with browser clients one transport after the other, each still on its
-own server: their pages share one Chromium). A scenario may cap its repeats (``max_repeats``: complexity's figures
-are counts, the same every time). Every repeat uses the same source seed, so a server kept
-for several repeats serves them all.
+own server: their pages share one Chromium). A scenario may cap its repeats
+(``max_repeats``: complexity's figures are counts, the same every time). Every repeat uses
+the same source seed, so a server kept for several repeats serves them all.
 A scenario that fails for one transport (a server that does not start, a worker that dies)
 becomes an error record (``metrics`` empty, ``error`` set) and the run goes on; Ctrl-C and
 cancellation go through, tearing every process down on the way.
