@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model.errors import BadResumeToken, FrameTooLarge, MalformedSample, ProtocolError
+from model.errors import (
+    BadResumeToken,
+    FrameTooLarge,
+    MalformedSample,
+    ProtocolError,
+    ServerRefused,
+)
 from model.sample import Sample, encode_sample
 from transports.ndjson import (
     Heartbeat,
@@ -21,6 +27,7 @@ from transports.ndjson import (
     encode_sample_lines,
     parse_client_line,
     parse_hello,
+    server_batch,
 )
 from transports.resume import ResumeToken
 
@@ -255,3 +262,17 @@ def test_batched_decoding_gives_the_lines_before_a_bad_one() -> None:
     assert [next(decoded), next(decoded)] == SAMPLES[:2]
     with pytest.raises(MalformedSample):
         next(decoded)
+
+
+def test_a_batch_keeps_the_samples_before_whatever_ended_it() -> None:
+    a, b = Sample("ab", 1, 1, 10), Sample("ab", 2, 0, 20)
+    lines = [encode_sample(a), encode_sample(b)]
+    assert server_batch(lines, "stream") == ([a, b], None)
+    beat = encode_heartbeat(5).rstrip(b"\n")
+    assert server_batch([lines[0], beat, lines[1]], "stream") == ([a, b], None)
+    samples, error = server_batch([lines[0], encode_error("going away").rstrip(b"\n")], "stream")
+    assert samples == [a] and isinstance(error, ServerRefused)
+    assert str(error) == "server closed the stream: going away"
+    samples, error = server_batch([lines[0], b"{not json", lines[1]], "connection")
+    assert samples == [a] and isinstance(error, ProtocolError)
+    assert server_batch([], "stream") == ([], None)

@@ -21,7 +21,14 @@ from typing import Annotated
 
 import msgspec
 
-from model.errors import BadResumeToken, FrameTooLarge, MalformedSample, ProtocolError
+from model.errors import (
+    BadResumeToken,
+    FrameTooLarge,
+    MalformedSample,
+    ProtocolError,
+    ServerRefused,
+    StreamError,
+)
 from model.sample import Sample, decode_sample, decode_samples, encode_sample
 from transports.resume import ResumeToken
 
@@ -39,6 +46,7 @@ __all__ = [
     "encode_sample_lines",
     "parse_client_line",
     "parse_hello",
+    "server_batch",
 ]
 
 
@@ -231,3 +239,24 @@ def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
     if samples is not None:
         return samples
     return map(decode_server_line, lines)
+
+
+def server_batch(lines: list[bytes], stream: str) -> tuple[list[Sample], StreamError | None]:
+    """The samples a client received in ``lines`` (a chunk's complete lines), and the error
+    that ended them (None: none): a run of samples decoded at once, else line by line, so
+    the samples before a malformed line or a server's error line (:class:`ServerRefused`,
+    "server closed the ``stream``: ...") still count as received. Heartbeats only reset the
+    reader's deadline, which their arrival already did."""
+    samples = decode_sample_run(lines)
+    if samples is not None:
+        return samples, None
+    samples = []
+    try:
+        for line in map(decode_server_line, lines):
+            if type(line) is Sample:
+                samples.append(line)
+            elif isinstance(line, ServerError):
+                return samples, ServerRefused(f"server closed the {stream}: {line.message}")
+    except StreamError as exc:
+        return samples, exc
+    return samples, None

@@ -47,7 +47,6 @@ from model.errors import (
     NotThisProtocol,
     PeerSilent,
     ProtocolError,
-    ServerRefused,
     StreamError,
     SubscriberOverflow,
     TooManyConnections,
@@ -59,10 +58,7 @@ from transports.direct_writes import asyncio_writer
 from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.ndjson import (
-    Heartbeat,
     LineSplitter,
-    ServerError,
-    decode_sample_run,
     decode_server_line,
     encode_error,
     encode_heartbeat,
@@ -70,6 +66,7 @@ from transports.ndjson import (
     encode_sample_lines,
     parse_client_line,
     parse_hello,
+    server_batch,
 )
 from transports.options import Options
 from transports.rejections import rejection_text
@@ -452,25 +449,9 @@ async def _batches(
                 # Garbage later is a broken server (retried); garbage first is another protocol.
                 _check_first_line(lines[0])
                 first_line = False
-            samples = decode_sample_run(lines)
-            if samples is not None:
-                yield samples  # the common case: every line a sample, decoded at once
-                continue
-            # A heartbeat or an error line among them: line by line.
-            samples = []
-            error: StreamError | None = None
-            try:
-                for line in map(decode_server_line, lines):
-                    if type(line) is Sample:
-                        samples.append(line)
-                    elif isinstance(line, ServerError):
-                        raise ServerRefused(f"server closed the connection: {line.message}")
-                    else:
-                        assert isinstance(line, Heartbeat)  # its arrival reset the read deadline
-            except StreamError as exc:
-                error = exc
+            samples, error = server_batch(lines, "connection")
             if samples:
-                yield samples  # those before a bad line or an error line were received
+                yield samples  # those before a bad line or an error line were received too
             if error is not None:
                 raise error
     finally:

@@ -44,7 +44,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -93,17 +93,16 @@ from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline
 from transports.hub import Hub, Subscription
 from transports.ndjson import (
-    Heartbeat,
     LineSplitter,
-    ServerError,
-    decode_server_lines,
     encode_heartbeat,
     encode_sample_lines,
+    server_batch,
 )
 from transports.options import Options
 from transports.origins import OriginPolicy
 from transports.rejections import SHUTTING_DOWN, rejection, rejection_text
 from transports.resume import ResumeToken
+from transports.sample_stream import BatchedSampleStream
 from transports.settings import Settings
 from transports.sockets import url_host
 from transports.webtransport_wire import (
@@ -831,26 +830,30 @@ async def connect(
             if settings.heartbeat_s
             else None
         )
+        stream = BatchedSampleStream(_batches(client, settings))
         try:
-            yield _samples(client, settings)
+            yield stream
         finally:
+            await stream.aclose()
             if pings is not None:
                 pings.cancel()
 
 
-async def _samples(client: _ClientConnection, settings: Settings) -> AsyncIterator[Sample]:
+async def _batches(
+    client: _ClientConnection, settings: Settings
+) -> AsyncGenerator[list[Sample], None]:
+    """The samples of each chunk of the session's stream, decoded together, one list per
+    chunk that held any (the shared client takes a list per step, as from tcp)."""
     splitter = LineSplitter(settings.max_message_bytes)
     deadline = ReadDeadline(settings.dead_after_s)
     try:
         while True:
             chunk = await deadline.read(client.next_chunk())
-            for line in decode_server_lines(splitter.feed(chunk)):
-                if type(line) is Sample:
-                    yield line
-                elif isinstance(line, ServerError):
-                    raise ServerRefused(f"server closed the stream: {line.message}")
-                else:
-                    assert isinstance(line, Heartbeat)  # its arrival reset the read deadline
+            samples, error = server_batch(splitter.feed(chunk), "stream")
+            if samples:
+                yield samples
+            if error is not None:
+                raise error
     finally:
         deadline.close()
 
