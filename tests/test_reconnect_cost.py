@@ -15,6 +15,7 @@ from experiments.faults.tls_hello import client_hello, resumed, server_hello
 from experiments.faults.wire_log import WireLog
 from experiments.report.reconnect_cost import reconnect_cost_section
 from experiments.results import Environment, Results
+from experiments.run import cli
 from experiments.run.processes import settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
 from experiments.run.runner import run_suite
@@ -238,3 +239,12 @@ _ENVIRONMENT = Environment(
     git_dirty=None,
     argv=[],
 )
+
+
+def test_a_run_with_tls_measures_what_a_reconnect_costs_by_default() -> None:
+    def names(*argv: str) -> list[str]:
+        return cli._scenario_names(cli._parser().parse_args(list(argv)))
+
+    assert "reconnect-cost" not in names("--profile", "default")
+    assert "reconnect-cost" in names("--profile", "default", "--security", "plain,tls")
+    assert names("--scenarios", "reconnect-cost") == ["reconnect-cost"]

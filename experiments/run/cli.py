@@ -76,6 +76,7 @@ from experiments.run.runner import Progress as RunProgress
 from experiments.run.runner import run_suite, scenario_repeats
 from experiments.run.security import (
     DEFAULT_SECURITY,
+    TLS_SCENARIOS,
     RunCertificate,
     UnknownSecurity,
     parse_securities,
@@ -295,9 +296,15 @@ def _scenario_names(args: argparse.Namespace) -> list[str]:
         return list(args.scenarios)
     if profile.scenarios:
         return list(profile.scenarios)
-    names = [n for n in SCENARIOS if n not in OPT_IN and n not in VIA_SCENARIOS]
-    # Through a proxy, the scenarios about proxies run too (quiet-stream).
-    return names + list(VIA_SCENARIOS) if set(PROXIED) & set(args.via) else names
+    special = (*VIA_SCENARIOS, *TLS_SCENARIOS)
+    names = [n for n in SCENARIOS if n not in OPT_IN and n not in special]
+    # Through a proxy, the scenarios about proxies run too (quiet-stream); with TLS, those
+    # about what TLS costs (reconnect-cost).
+    if set(PROXIED) & set(args.via):
+        names += VIA_SCENARIOS
+    if "tls" in args.security:
+        names += TLS_SCENARIOS
+    return names
 
 
 def _networks(

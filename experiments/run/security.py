@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_SECURITY",
     "PLAINTEXT_SCENARIOS",
     "SECURITIES",
+    "TLS_SCENARIOS",
     "RunCertificate",
     "Security",
     "UnknownSecurity",
@@ -67,6 +68,12 @@ PLAINTEXT_SCENARIOS: dict[str, str] = {
     "before the transport sees them",
     "interop": "its third-party readers open cleartext connections of their own",
 }
+
+
+#: Scenarios about what TLS costs: a run's default scenarios include them only when the run
+#: has ``tls`` (``--scenarios`` names them in any run). ``reconnect-cost`` compares plain,
+#: TLS full and TLS resumed reconnects; 30 reconnects a transport and path.
+TLS_SCENARIOS: tuple[str, ...] = ("reconnect-cost",)
 
 
 class UnknownSecurity(ValueError):
