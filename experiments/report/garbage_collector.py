@@ -15,7 +15,7 @@ and their ratio, freeze over default:
 
 Each cell is the figure its scenario's own table shows. The section is written only when some
 transport ran one of these scenarios under both policies; a side that was not applicable
-(``bad-input`` starts servers of its own) is said under the table.
+is said under the table.
 """
 
 from __future__ import annotations
