@@ -1,5 +1,8 @@
 """Two values of one dimension side by side: ``## TLS overhead``, ``## Event loops side by
-side`` and ``## Browser and Python clients side by side`` (pure markdown from results.json).
+side``, ``## Browser and Python clients side by side`` and, with measures of its own,
+``## Garbage collector`` (:mod:`experiments.report.garbage_collector`); pure markdown from
+results.json. A :class:`Dimension` names its values and the figures it compares; a fan-out
+figure is compared at the largest client count both values ran (the ``N`` column).
 
 Per transport (and per combination of the other dimensions that vary in the run: network,
 via, client kind, and the loop or the security), the headline figures under each value and
@@ -26,6 +29,7 @@ from experiments.results import Record, Results
 
 __all__ = [
     "CLIENT_KINDS",
+    "FANOUT",
     "LOOPS",
     "MEASURES",
     "TLS",
@@ -45,6 +49,26 @@ __all__ = [
 COMPARED_RATE_HZ = 1000.0
 #: A figure whose scenario did not run under that value.
 NOT_RUN = "·"
+#: The fan-out scenario: its rows are picked by their number of clients.
+FANOUT = "fanout"
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One compared figure: a column metric of a scenario, scaled for print."""
+
+    header: str
+    scenario: str
+    metric: str
+    scale: float = 1.0
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure("p50 ms", "latency", "latency:normal:p50"),
+    Measure("p99 ms", "latency", "latency:normal:p99"),
+    Measure("samples/s", "throughput", "samples_per_s"),
+    Measure("server CPU ms/1k", "throughput", "server_cpu_s_per_1k", scale=1000.0),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +82,10 @@ class Dimension:
     intro: str
     #: The latency scenario's rate the section compares at.
     rate_hz: float = COMPARED_RATE_HZ
+    #: The figures compared (a fan-out one at the largest client count both values ran).
+    measures: tuple[Measure, ...] = MEASURES
+    #: What a not-applicable note names before the value (``gc`` says ``gc freeze``).
+    value_prefix: str = ""
 
 
 TLS = Dimension(
@@ -87,24 +115,6 @@ CLIENT_KINDS = Dimension(
     "dashboard lives with (the browser's receive times mapped onto the server's clock, see "
     "the latency section). ×: browser / Python. Browsers run no throughput scenario.",
     rate_hz=100.0,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Measure:
-    """One compared figure: a column metric of a scenario, scaled for print."""
-
-    header: str
-    scenario: str
-    metric: str
-    scale: float = 1.0
-
-
-MEASURES: tuple[Measure, ...] = (
-    Measure("p50 ms", "latency", "latency:normal:p50"),
-    Measure("p99 ms", "latency", "latency:normal:p99"),
-    Measure("samples/s", "throughput", "samples_per_s"),
-    Measure("server CPU ms/1k", "throughput", "server_cpu_s_per_1k", scale=1000.0),
 )
 
 
@@ -142,27 +152,48 @@ class PairRow:
     comparisons: tuple[Comparison, ...]
     #: Why a side did not run at all (its not-applicable reason), per value.
     not_applicable: tuple[tuple[str, str], ...] = ()
+    #: The fan-out size compared (None: no fan-out measure, or no size run under both).
+    clients: int | None = None
 
 
-def _rate(row: Row) -> float:
-    value = row.params.get("rate_hz")
+def _number(row: Row, key: str) -> float:
+    value = row.params.get(key)
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _side(records: Sequence[Record], measure: Measure, rate_hz: float) -> Side:
+def _measured(records: Sequence[Record], scenario: str) -> list[Row]:
+    return [row for row in rows(records, scenario) if row.records]
+
+
+def _largest_common_n(first: Sequence[Record], second: Sequence[Record]) -> int | None:
+    """The largest fan-out size measured under both values (None: none)."""
+    sizes = [
+        {int(_number(r, "clients")) for r in _measured(side, FANOUT)} for side in (first, second)
+    ]
+    common = sizes[0] & sizes[1]
+    return max(common) if common else None
+
+
+def _side(records: Sequence[Record], measure: Measure, rate_hz: float, clients: int | None) -> Side:
     mine = [r for r in records if r.scenario == measure.scenario]
     if not mine:
         return Side(None, NOT_RUN)
     if not_applicable(mine) is not None:
         return Side(None, "not applicable")
-    candidates = [row for row in rows(mine, measure.scenario) if row.records]
+    candidates = _measured(mine, measure.scenario)
     if not candidates:
         return Side(None, "failed")
-    # Latency at the dimension's rate: 1,000/s, which every transport carries (at 10,000/s
-    # some are past their saturation and their latency is their queue), or 100/s for
-    # browsers; the highest rate when it did not run.
-    at_rate = [row for row in candidates if _rate(row) == rate_hz]
-    row = at_rate[0] if at_rate else max(candidates, key=_rate)
+    if measure.scenario == FANOUT:
+        at_n = [row for row in candidates if int(_number(row, "clients")) == clients]
+        if not at_n:
+            return Side(None, NOT_RUN)
+        row = at_n[0]
+    else:
+        # Latency at the dimension's rate: 1,000/s, which every transport carries (at
+        # 10,000/s some are past their saturation and their latency is their queue), or
+        # 100/s for browsers; the highest rate when it did not run.
+        at_rate = [row for row in candidates if _number(row, "rate_hz") == rate_hz]
+        row = at_rate[0] if at_rate else max(candidates, key=lambda r: _number(r, "rate_hz"))
     fig = figure(row, measure.metric)
     if fig is None:
         return Side(None, "n/a")
@@ -182,6 +213,7 @@ def pair_rows(records: Sequence[Record], dim: Dimension) -> list[PairRow]:
     groups: dict[tuple[str, str], list[Record]] = {}
     for r in records:
         groups.setdefault((r.transport, label(r.params, others)), []).append(r)
+    fanout = any(m.scenario == FANOUT for m in dim.measures)
     out = []
     for (transport, conditions), group in groups.items():
         first = [r for r in group if dimension(r.params, dim.key) == dim.first]
@@ -195,11 +227,12 @@ def pair_rows(records: Sequence[Record], dim: Dimension) -> list[PairRow]:
         )
         if len(skipped) == 2:
             continue
+        n = _largest_common_n(first, second) if fanout else None
         comparisons = tuple(
-            Comparison(m, _side(first, m, dim.rate_hz), _side(second, m, dim.rate_hz))
-            for m in MEASURES
+            Comparison(m, _side(first, m, dim.rate_hz, n), _side(second, m, dim.rate_hz, n))
+            for m in dim.measures
         )
-        out.append(PairRow(transport, conditions, comparisons, skipped))
+        out.append(PairRow(transport, conditions, comparisons, skipped, n))
     return out
 
 
@@ -211,11 +244,12 @@ def side_by_side_section(results: Results, dim: Dimension) -> str:
     """The section's markdown ("" when no transport ran under both values, measured)."""
     table_rows = pair_rows(results.records, dim)
     ran = {r.scenario for r in results.records}
-    measures = [m for m in MEASURES if m.scenario in ran]
+    measures = [m for m in dim.measures if m.scenario in ran]
     if not measures or all(row.not_applicable for row in table_rows):
         return ""
     conditions = any(row.conditions for row in table_rows)
-    head = ["transport", *(["conditions"] if conditions else [])]
+    fanout = any(m.scenario == FANOUT for m in measures)
+    head = ["transport", *(["conditions"] if conditions else []), *(["N"] if fanout else [])]
     for m in measures:
         head += [f"{m.header} {dim.first}", f"{m.header} {dim.second}", "×"]
     out = [f"## {dim.title}", "", dim.intro, ""]
@@ -223,16 +257,22 @@ def side_by_side_section(results: Results, dim: Dimension) -> str:
     notes = []
     for row in table_rows:
         cells = [row.transport, *([row.conditions] if conditions else [])]
+        if fanout:
+            cells.append(NOT_RUN if row.clients is None else f"{row.clients:,}")
         for c in row.comparisons:
             if c.measure in measures:
                 cells += [c.first.text, c.second.text, _ratio_text(c.ratio)]
         out.append("| " + " | ".join(cells) + " |")
         where = f" ({row.conditions})" if row.conditions else ""
         notes += [
-            f"- {row.transport}{where}, {value}: {why.removeprefix('not applicable: ')}"
+            f"- {row.transport}{where}, {dim.value_prefix}{value}: "
+            f"{why.removeprefix('not applicable: ')}"
             for value, why in row.not_applicable
         ]
-    out += ["", f"`{NOT_RUN}`: not run; `—`: too few samples for that percentile."]
+    legend = f"`{NOT_RUN}`: not run; `—`: too few samples for that percentile."
+    if fanout:
+        legend += " N: the fan-out size compared (clients)."
+    out += ["", legend]
     if notes:
         out += ["", "Not applicable:", "", *notes]
     return "\n".join(out)
