@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from experiments.results import Environment
 from model.ledger import DeliveryLedger
 from model.sample import Sample
 from model.source import BernoulliSource
@@ -195,3 +196,18 @@ class Receiver:
         )
         if (exc := self.failure()) is not None:
             raise AssertionError(f"client failed: {exc!r}") from exc
+
+
+#: A machine description for results built by hand in report tests.
+ENVIRONMENT = Environment(
+    cpu_model="Test CPU",
+    cores=2,
+    machine="x86_64",
+    os="Linux",
+    python="3.11",
+    python_implementation="CPython",
+    packages={},
+    git_commit=None,
+    git_dirty=None,
+    argv=[],
+)

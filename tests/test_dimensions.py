@@ -20,7 +20,7 @@ from experiments.report.side_by_side import (
     pair_rows,
     side_by_side_section,
 )
-from experiments.results import Environment, Record, Results, load_results
+from experiments.results import Record, Results, load_results
 from experiments.run.cli import main as experiments_main
 from experiments.run.context import RunContext
 from experiments.run.processes import settle_teardowns
@@ -36,23 +36,12 @@ from experiments.scenarios.fanout import FANOUT, split_clients
 from experiments.via import FrontedServer, Tls
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ConnectFailed
+from tests.support import ENVIRONMENT
 from transports.loops import UnknownLoop, parse_loops, run, running_loop_name
 from transports.registry import get
 from transports.tls import TlsSettings, client_context
 
 ROOT = Path(__file__).resolve().parent.parent
-ENVIRONMENT = Environment(
-    cpu_model="Test CPU",
-    cores=2,
-    machine="x86_64",
-    os="Linux",
-    python="3.11",
-    python_implementation="CPython",
-    packages={},
-    git_commit=None,
-    git_dirty=None,
-    argv=[],
-)
 TCP, WEBTRANSPORT = get("tcp"), get("webtransport")
 
 

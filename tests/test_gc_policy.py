@@ -14,11 +14,12 @@ import pytest
 from experiments.baselines import ASYNCIO_TCP
 from experiments.baselines.process import PusherServer, measure_pusher
 from experiments.report.garbage_collector import GC, gc_rows, gc_section
-from experiments.results import Environment, Record, Results, Scalar, load_results
+from experiments.results import Record, Results, Scalar, load_results
 from experiments.run.context import RunContext
 from experiments.run.processes import Placement, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
 from experiments.worker.schema import ClientGroup
+from tests.support import ENVIRONMENT
 from transports.announce import parse_announcement
 from transports.gc_policy import (
     AS_IT_COMES,
@@ -32,18 +33,6 @@ from transports.registry import get
 ROOT = Path(__file__).resolve().parent.parent
 #: What ``serve`` and a pusher's server say of their collector in their ``serving ...`` line.
 STATE = re.compile(r" gc=(\w+) thresholds=(\d+),(\d+),(\d+) frozen=(\d+)(?: off)?(?:\s|$)")
-ENVIRONMENT = Environment(
-    cpu_model="Test CPU",
-    cores=2,
-    machine="x86_64",
-    os="Linux",
-    python="3.11",
-    python_implementation="CPython",
-    packages={},
-    git_commit=None,
-    git_dirty=None,
-    argv=[],
-)
 
 
 def test_policy_names_and_words() -> None:

@@ -14,14 +14,14 @@ from experiments.faults.proxy import FaultProxy
 from experiments.faults.tls_hello import client_hello, resumed, server_hello
 from experiments.faults.wire_log import WireLog
 from experiments.report.reconnect_cost import reconnect_cost_section
-from experiments.results import Environment, Results
+from experiments.results import Results
 from experiments.run import cli
 from experiments.run.processes import settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS, PROFILES
 from experiments.run.runner import run_suite
 from experiments.run.security import run_certificate
 from experiments.scenarios.reconnect_cost import ReconnectCostKnobs, ReconnectCostScenario
-from tests.support import FAST, Receiver, running_server, wait_until
+from tests.support import ENVIRONMENT, FAST, Receiver, running_server, wait_until
 from transports.certs import authority_certificate
 from transports.registry import TRANSPORTS
 from transports.tls import HTTP1, TlsSettings, client_context
@@ -218,27 +218,13 @@ async def test_a_quick_run_measures_plain_full_and_resumed_tls(tmp_path: Path) -
         )
         assert (r.metric("reconnect_ms_p50") or 0.0) > 0
     results = Results(
-        schema=2, created="", profile="quick", environment=_ENVIRONMENT,
+        schema=2, created="", profile="quick", environment=ENVIRONMENT,
         settings=EXPERIMENT_SETTINGS, records=records,
     )  # fmt: skip
     section = reconnect_cost_section(results)
     assert section.startswith("## What a reconnect costs")
     assert "| tcp | " in section and "| sse | " in section and "| yes (" in section
     assert time.monotonic() - started < 60
-
-
-_ENVIRONMENT = Environment(
-    cpu_model="Test CPU",
-    cores=2,
-    machine="x86_64",
-    os="Linux",
-    python="3.11",
-    python_implementation="CPython",
-    packages={},
-    git_commit=None,
-    git_dirty=None,
-    argv=[],
-)
 
 
 def test_a_run_with_tls_measures_what_a_reconnect_costs_by_default() -> None:
