@@ -18,10 +18,11 @@ against another start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from model.posterior import BetaBinomial
-from model.sample import Sample
+from model.sample import Sample, SampleRun, as_run
 from model.seqset import SeqSet
 from model.source import BernoulliSource
 
@@ -106,6 +107,53 @@ class DeliveryLedger:
         if sample.seq > highest_here:
             self._highest_on_connection[sample.epoch] = sample.seq
         ep.highest = max(ep.highest, sample.seq)
+
+    def record_batch(
+        self, samples: Sequence[Sample], connection: int = 0, run: SampleRun | None = None
+    ) -> None:
+        """``record`` each of ``samples`` (one read's worth, in order), with the same counts.
+
+        A batch that is one epoch's consecutive seqs, all new and above what this connection
+        has delivered (a server's batch, the common case) is accounted at once: one interval
+        added, the values compared with the source's as bytes, the posterior given a count.
+        Anything else goes sample by sample. ``run``: what ``as_run(samples)`` gives, when
+        the caller has it already (the shared client does).
+        """
+        if run is None or run.stop - run.start != len(samples):
+            run = as_run(samples) if len(samples) > 1 else None
+        if run is None or not self._record_run(samples, run.epoch, run.start, run.stop, connection):
+            for sample in samples:
+                self.record(sample, connection)
+
+    def _record_run(
+        self, samples: Sequence[Sample], epoch: str, start: int, stop: int, connection: int
+    ) -> bool:
+        """Account for a run at once; False (nothing changed) when it must go one by one."""
+        if connection != self._connection:
+            self._connection = connection
+            self._highest_on_connection.clear()
+        if start <= self._highest_on_connection.get(epoch, -1):
+            return False  # a reorder on this connection: counted sample by sample
+        try:
+            values = bytes([s.value for s in samples])
+        except ValueError:
+            return False  # a value no byte holds: certainly corrupted, counted one by one
+        ep = self._epochs.get(epoch)
+        if ep is None:
+            default = start if not self._epochs else 0
+            ep = self._epochs[epoch] = _Epoch(self._first_seq.get(epoch, default))
+        if not ep.received.add_range(start, stop):
+            return False  # some were received before (duplicates)
+        expected = self._source.value_bytes(start, stop)
+        if values != expected:
+            ep.corrupted += sum(a != b for a, b in zip(values, expected, strict=True))
+        successes = len(values) - values.count(0)  # as record() counts: any non-zero value
+        if not self.posterior.update_run(epoch, start, stop, successes):
+            for sample in samples:
+                self.posterior.update(sample)
+        self._highest_on_connection[epoch] = stop - 1
+        ep.highest = max(ep.highest, stop - 1)
+        return True
 
     def counts(self, epoch: str | None = None) -> DeliveryCounts:
         """Counts for one epoch, or summed over all epochs."""

@@ -77,23 +77,37 @@ class BetaBinomial:
 
     def update(self, sample: Sample) -> bool:
         """Count ``sample`` unless its ``(epoch, seq)`` was counted before; say if it counted."""
-        seen_by_epoch = self._seen
-        seen = seen_by_epoch.get(sample.epoch)
-        if seen is None:
-            if len(seen_by_epoch) >= RECENT_EPOCHS:
-                # dicts keep insertion order and each use re-inserts: the first is the oldest.
-                del seen_by_epoch[next(iter(seen_by_epoch))]
-            seen = seen_by_epoch[sample.epoch] = SeqSet(MAX_GAPS)
-        elif next(reversed(seen_by_epoch)) != sample.epoch:
-            # A return to an older epoch makes it the most recent (rare: no cost per sample).
-            seen_by_epoch[sample.epoch] = seen_by_epoch.pop(sample.epoch)
-        if not seen.add(sample.seq):
+        if not self._seqs(sample.epoch).add(sample.seq):
             return False
         if sample.value:
             self.successes += 1
         else:
             self.failures += 1
         return True
+
+    def update_run(self, epoch: str, start: int, stop: int, successes: int) -> bool:
+        """Count the samples ``start <= seq < stop`` of ``epoch`` at once, ``successes`` of
+        them 1, if none was counted before, and return True; else count nothing and return
+        False (then update them one by one)."""
+        if not self._seqs(epoch).add_range(start, stop):
+            return False
+        self.successes += successes
+        self.failures += stop - start - successes
+        return True
+
+    def _seqs(self, epoch: str) -> SeqSet:
+        """The seqs counted in ``epoch``, made the most recently used."""
+        seen_by_epoch = self._seen
+        seen = seen_by_epoch.get(epoch)
+        if seen is None:
+            if len(seen_by_epoch) >= RECENT_EPOCHS:
+                # dicts keep insertion order and each use re-inserts: the first is the oldest.
+                del seen_by_epoch[next(iter(seen_by_epoch))]
+            seen = seen_by_epoch[epoch] = SeqSet(MAX_GAPS)
+        elif next(reversed(seen_by_epoch)) != epoch:
+            # A return to an older epoch makes it the most recent (rare: no cost per sample).
+            seen_by_epoch[epoch] = seen_by_epoch.pop(epoch)
+        return seen
 
     def estimate(self) -> Estimate:
         low, high = self.interval()

@@ -37,23 +37,30 @@ class SeqSet:
 
     def add(self, seq: int) -> bool:
         """Add ``seq``; return False if it was already present."""
+        return self.add_range(seq, seq + 1)
+
+    def add_range(self, start: int, stop: int) -> bool:
+        """Add every member of ``[start, stop)`` if none is present yet, and return True;
+        else add nothing and return False (the caller goes member by member)."""
+        if stop <= start:
+            return True
         starts, stops = self._starts, self._stops
-        i = bisect_right(starts, seq) - 1
-        if i >= 0 and seq < stops[i]:
+        i = bisect_right(starts, start) - 1
+        if (i >= 0 and start < stops[i]) or (i + 1 < len(starts) and starts[i + 1] < stop):
             return False
-        self._count += 1
-        joins_left = i >= 0 and stops[i] == seq
-        joins_right = i + 1 < len(starts) and starts[i + 1] == seq + 1
+        self._count += stop - start
+        joins_left = i >= 0 and stops[i] == start
+        joins_right = i + 1 < len(starts) and starts[i + 1] == stop
         if joins_left and joins_right:
             stops[i] = stops[i + 1]
             del starts[i + 1], stops[i + 1]
         elif joins_left:
-            stops[i] = seq + 1
+            stops[i] = stop
         elif joins_right:
-            starts[i + 1] = seq
+            starts[i + 1] = start
         else:
-            starts.insert(i + 1, seq)
-            stops.insert(i + 1, seq + 1)
+            starts.insert(i + 1, start)
+            stops.insert(i + 1, stop)
             if self._max_intervals is not None and len(starts) > self._max_intervals:
                 # Fill the lowest gap: the oldest seqs matter least for de-duplication.
                 self._count += starts[1] - stops[0]

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 __all__ = ["BernoulliSource"]
 
 _MASK = (1 << 64) - 1
+#: From this many seqs on, values are computed by numpy (see ``value_bytes``).
+_VECTOR_FROM = 128
+#: Seqs per numpy pass: bounds the temporaries (8 bytes a seq, a few arrays).
+_CHUNK = 1 << 18
 
 
 def _splitmix64(x: int) -> int:
@@ -38,11 +42,46 @@ class BernoulliSource:
         return 1 if u < self.p * (1 << 53) else 0
 
     def values(self, start: int, stop: int) -> list[int]:
-        """``[self.value(seq) for seq in range(start, stop)]``, a third faster.
+        """``[self.value(seq) for seq in range(start, stop)]``, the publisher's batch."""
+        if stop - start >= _VECTOR_FROM:
+            return list(self.value_bytes(start, stop))
+        return self._values(start, stop)
 
-        The publisher's batch: the same arithmetic as :meth:`value`, inlined into one loop
-        over local names (a call per sample is most of its cost).
+    def value_bytes(self, start: int, stop: int) -> bytes:
+        """The values of ``start <= seq < stop`` as bytes, one 0 or 1 per seq.
+
+        A long range is computed by numpy in one pass (about 15 ns a seq against 540 in the
+        loop below; its fixed cost of about 10 µs pays from :data:`_VECTOR_FROM` seqs on),
+        a chunk at a time so memory stays bounded; the same arithmetic modulo 2**64.
         """
+        if stop - start < _VECTOR_FROM or stop > _MASK + 1:
+            return bytes(self._values(start, stop))
+        parts = []
+        for lo in range(start, stop, _CHUNK):
+            parts.append(self._vector(lo, min(stop, lo + _CHUNK)))
+        return b"".join(parts)
+
+    def successes(self, start: int, stop: int) -> int:
+        """How many of the samples ``start <= seq < stop`` are 1."""
+        return self.value_bytes(start, stop).count(1)
+
+    def _vector(self, start: int, stop: int) -> bytes:
+        # Imported here: the servers' per-tick batches are short and never need it.
+        import numpy as np
+
+        u64 = np.uint64
+        x = np.arange(start, stop, dtype=u64) ^ u64((self.seed * 0x100000001B3) & _MASK)
+        x = x + u64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> u64(27))) * u64(0x94D049BB133111EB)
+        x ^= x >> u64(31)
+        # 53-bit integers are exact as doubles: the comparison is value()'s.
+        below: bytes = ((x >> u64(11)) < self.p * (1 << 53)).astype(np.uint8).tobytes()
+        return below
+
+    def _values(self, start: int, stop: int) -> list[int]:
+        # value()'s arithmetic inlined into one loop over local names (a call per sample is
+        # most of its cost).
         mixed_seed = self.seed * 0x100000001B3
         threshold = self.p * (1 << 53)
         mask = _MASK
@@ -54,7 +93,3 @@ class BernoulliSource:
             x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
             append(1 if (x ^ (x >> 31)) >> 11 < threshold else 0)
         return out
-
-    def successes(self, start: int, stop: int) -> int:
-        """How many of the samples ``start <= seq < stop`` are 1."""
-        return sum(self.value(s) for s in range(start, stop))

@@ -1,7 +1,8 @@
 """The shared reconnecting client: backoff, resume tokens and connection events.
 
 :class:`StreamClient` wraps a transport's one-connection ``connect`` and yields samples across
-as many connections as it takes. After every sample it holds the resume token ``(epoch, seq)``
+as many connections as it takes (or, from ``batches()``, the lists a batched transport
+reads). After every sample it holds the resume token ``(epoch, seq)``
 of the newest sample received and sends it on the next connection (when ``settings.resume``).
 It reports what happens to the connection as frozen event records, for the CLI and the
 experiments (time to detect, time to reconnect), each attempt numbered.
@@ -26,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from model.errors import ConnectionLost, ServerUnavailable, StreamError, WaitExpired
-from model.sample import Sample
+from model.sample import Sample, SampleRun, as_run
 from transports.backoff import Backoff
 from transports.contract import Transport
 from transports.failures import FailureKind, failure_kind
@@ -122,6 +123,9 @@ class StreamClient:
         self.attempts = 0
         #: Samples received over every connection.
         self.received = 0
+        #: The run the batch last handed out by :meth:`batches` makes (None: it is not one,
+        #: or is one sample), for a receiver that accounts for runs at once.
+        self.run: SampleRun | None = None
         s = self.settings
         self._backoff = Backoff(s.backoff_base_s, s.backoff_cap_s, s.backoff_jitter)
         self._healthy_after_s = s.backoff_cap_s
@@ -136,6 +140,28 @@ class StreamClient:
         return None if self._epoch is None else ResumeToken(self._epoch, self._since)
 
     async def __aiter__(self) -> AsyncGenerator[Sample, None]:
+        """The samples one by one (the :meth:`batches` flattened)."""
+        async with contextlib.aclosing(self.batches()) as batches:
+            async for batch in batches:
+                for sample in batch:
+                    yield sample
+
+    def _advance(self, batch: Sequence[Sample]) -> int:
+        """Move the resume token over ``batch``; how many of its samples were new."""
+        self.run = run = as_run(batch) if len(batch) > 1 else None
+        if run is not None and (run.epoch != self._epoch or run.start > self._since):
+            self._epoch, self._since = run.epoch, run.stop - 1
+            return len(batch)
+        fresh = 0
+        for sample in batch:
+            if sample.seq > self._since or sample.epoch != self._epoch:
+                self._epoch, self._since = sample.epoch, sample.seq
+                fresh += 1
+        return fresh
+
+    async def batches(self) -> AsyncGenerator[Sequence[Sample], None]:
+        """The samples as they were read: a list per read of a batched transport, else one
+        sample at a time. The token and counters move before each batch is handed out."""
         loop = asyncio.get_running_loop()
         wait = self._initial_wait_s
         deadline = None if wait is None else loop.time() + wait
@@ -184,13 +210,11 @@ class StreamClient:
                             batches = stream.batches()
                             batch = await first(anext(batches)) if not self.received else ()
                             while True:
-                                for sample in batch:
-                                    delivered += 1
-                                    if sample.seq > self._since or sample.epoch != self._epoch:
-                                        self._epoch, self._since = sample.epoch, sample.seq
-                                        fresh += 1
-                                    self.received += 1
-                                    yield sample
+                                if batch:
+                                    delivered += len(batch)
+                                    fresh += self._advance(batch)
+                                    self.received += len(batch)
+                                    yield batch
                                 batch = await anext(batches)
                         else:
                             samples = aiter(stream)
@@ -201,14 +225,16 @@ class StreamClient:
                                 delivered = fresh = 1
                                 self._epoch, self._since = sample.epoch, sample.seq
                                 self.received += 1
-                                yield sample
+                                self.run = None
+                                yield (sample,)
+                            self.run = None
                             async for sample in samples:
                                 delivered += 1
                                 if sample.seq > self._since or sample.epoch != self._epoch:
                                     self._epoch, self._since = sample.epoch, sample.seq
                                     fresh += 1
                                 self.received += 1
-                                yield sample
+                                yield (sample,)
                     except StopAsyncIteration:
                         failure = ConnectionLost("closed by the server")
                     except WaitExpired:

@@ -194,8 +194,15 @@ class Hub:
         if batch[0].seq != self.next_seq or batch[0].epoch != self.epoch:
             raise ValueError(f"expected seq {self.next_seq} of {self.epoch}, got {batch[0]}")
         ring, capacity = self._ring, len(self._ring)
-        for sample in batch[-capacity:]:
-            ring[sample.seq % capacity] = sample
+        # The batch's last ``capacity`` samples into their slots, by slices (its seqs are
+        # consecutive): a loop per sample cost a tenth of a µs each at saturation.
+        held = batch[-capacity:]
+        at, count = held[0].seq % capacity, len(held)
+        if at + count <= capacity:
+            ring[at : at + count] = held
+        else:
+            ring[at:] = held[: capacity - at]
+            ring[: count - (capacity - at)] = held[capacity - at :]
         first, self.next_seq = self.next_seq, batch[-1].seq + 1
         self.published_at = time.monotonic()
         encoded: dict[Hashable, bytes] = {}

@@ -3,13 +3,16 @@
 A pusher is the smallest program that pushes the same wire bytes from the same
 :class:`~model.source.BernoulliSource` over one library, at saturation, with writes batched
 the way the library allows (one flush per batch of :data:`BATCH` samples). Its reader does the
-same per-sample work as the experiments' client worker (decode with the shared codec, record
-in the :class:`~model.ledger.DeliveryLedger`), so ``overhead_fraction`` isolates what the
-transport adds (hub, resume, shared client, framing choices), not the measurement itself.
+same work as the experiments' client worker (decode with the shared codec, record in the
+:class:`~model.ledger.DeliveryLedger`; where the wire gives lines, a read's lines decoded and
+accounted at once, as the worker does for tcp and webtransport: :mod:`.lines`), so
+``overhead_fraction`` isolates what the transport adds (hub, resume, shared client, framing
+choices), not the measurement itself.
 
 Each pusher module offers ``async start_server(host, port, source, epoch) -> (port, stop)``
 and ``async read(host, port, epoch, sink)`` (runs until cancelled, ``sink.take(sample)`` per
-sample). ``python -m experiments.baselines serve|read NAME`` runs either side as a process.
+sample or ``sink.take_batch(samples)`` per read). ``python -m experiments.baselines
+serve|read NAME`` runs either side as a process.
 
 A transport names its baseline on its registry record (``Transport.baseline``);
 :func:`baseline_of` looks it up and fails loudly when the name is unknown (a test checks

@@ -1,4 +1,5 @@
-"""Minimal raw asyncio TCP pusher: NDJSON lines, one coalesced write + drain per batch."""
+"""Minimal raw asyncio TCP pusher: NDJSON lines, one coalesced write + drain per batch; the
+reader decodes and accounts for each read's lines at once."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from experiments.baselines import BATCH
+from experiments.baselines.lines import decode_lines, encode_batch
 from experiments.baselines.sink import Sink
-from model.sample import Sample, decode_sample, encode_sample
 from model.source import BernoulliSource
 
 __all__ = ["read", "start_server"]
@@ -23,12 +24,7 @@ async def start_server(
         try:
             while True:
                 now = time.monotonic_ns()
-                writer.write(
-                    b"".join(
-                        encode_sample(Sample(epoch, s, source.value(s), now)) + b"\n"
-                        for s in range(seq, seq + BATCH)
-                    )
-                )
+                writer.write(encode_batch(source, epoch, seq, seq + BATCH, now))
                 seq += BATCH
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -57,7 +53,6 @@ async def read(host: str, port: int, epoch: str, sink: Sink) -> None:
             if not chunk:
                 return
             *lines, buffer = (buffer + chunk).split(b"\n")
-            for line in lines:
-                sink.take(decode_sample(line))
+            sink.take_batch(decode_lines(lines))
     finally:
         writer.close()

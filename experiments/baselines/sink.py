@@ -1,4 +1,4 @@
-"""What a pusher's reader does with each sample: the same work as the client worker."""
+"""What a pusher's reader does with what it reads: the same work as the client worker."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ class Sink:
         self.received = 0
         self.in_window = 0
         self.window_open = False
+
+    def take_batch(self, samples: list[Sample]) -> None:
+        """Samples that arrived together (one read's lines): accounted at once, as the
+        client worker accounts for a batched transport's reads."""
+        self.ledger.record_batch(samples)
+        self.received += len(samples)
+        if self.window_open:
+            self.in_window += len(samples)
 
     def take(self, sample: Sample) -> None:
         self.ledger.record(sample)

@@ -20,8 +20,9 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from experiments.baselines import BATCH
+from experiments.baselines.lines import encode_batch
 from experiments.baselines.sink import Sink
-from model.sample import Sample, decode_sample, encode_sample
+from model.sample import decode_sample
 from model.source import BernoulliSource
 
 __all__ = ["read", "start_server"]
@@ -35,10 +36,7 @@ async def start_server(
             seq = 0
             while True:
                 now = time.monotonic_ns()
-                yield b"".join(
-                    encode_sample(Sample(epoch, s, source.value(s), now)) + b"\n"
-                    for s in range(seq, seq + BATCH)
-                )
+                yield encode_batch(source, epoch, seq, seq + BATCH, now)
                 seq += BATCH
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")

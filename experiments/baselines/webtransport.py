@@ -24,8 +24,8 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import QuicEvent
 
 from experiments.baselines import BATCH
+from experiments.baselines.lines import decode_lines, encode_batch
 from experiments.baselines.sink import Sink
-from model.sample import Sample, decode_sample, encode_sample
 from model.source import BernoulliSource
 from transports.certs import local_authority
 
@@ -71,11 +71,7 @@ class _Pusher(QuicConnectionProtocol):
         while True:
             now = time.monotonic_ns()
             self._quic.send_stream_data(
-                stream_id,
-                b"".join(
-                    encode_sample(Sample(self.epoch, s, self.source.value(s), now)) + b"\n"
-                    for s in range(seq, seq + BATCH)
-                ),
+                stream_id, encode_batch(self.source, self.epoch, seq, seq + BATCH, now)
             )
             seq += BATCH
             self.transmit()
@@ -122,8 +118,8 @@ class _Reader(QuicConnectionProtocol):
     def _h3_event(self, event: H3Event) -> None:
         if isinstance(event, WebTransportStreamDataReceived) and self.sink is not None:
             *lines, self.buffer = (self.buffer + event.data).split(b"\n")
-            for line in lines:
-                self.sink.take(decode_sample(line))
+            if lines:
+                self.sink.take_batch(decode_lines(lines))
             if event.stream_ended:
                 self.ended.set()
 

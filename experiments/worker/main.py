@@ -25,6 +25,7 @@ import faulthandler
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -48,6 +49,7 @@ from experiments.worker.schema import (
 )
 from model.errors import StreamError
 from model.ledger import DeliveryLedger
+from model.sample import Sample, SampleRun
 from model.source import BernoulliSource
 from transports import client as stream
 from transports.backoff import Backoff
@@ -110,6 +112,9 @@ class _Client:
         self.received_in_window = 0
         self.error: str | None = None
         self.done = False
+        #: The server's clock minus this host's (``run_job`` sets it from the job's clock
+        #: endpoint): a latency is ``local now + clock_offset_ns - sent_ns``.
+        self.clock_offset_ns = 0
         #: Set at the end of the run: the read loop returns at its next sample.
         self.stopping = False
 
@@ -132,7 +137,7 @@ class _Client:
             self.done = True
 
     async def _run_reading(self) -> None:
-        job, window = self.job, self.window
+        job = self.job
         client = stream.StreamClient(
             self.transport,
             self.group.host or job.host,
@@ -141,34 +146,47 @@ class _Client:
             self.options,
             on_event=self._on_event,
         )
-        ledger, latencies, samples = self.ledger, self.latencies, self.samples
-        keep_latencies, keep_samples = job.keep_latencies, job.keep_samples
         slow_rate = self.group.read_rate_hz if self.group.role == "slow" else 0.0
         paced_from = time.monotonic()
         count = job.count
         clock = time.monotonic_ns
+        offset = self.clock_offset_ns
         # aclosing: leaving the loop closes the client's generators here, in order, rather
         # than at interpreter shutdown (httpx's would complain of running twice).
-        async with contextlib.aclosing(client.__aiter__()) as samples_in:
-            async for sample in samples_in:
+        async with contextlib.aclosing(client.batches()) as batches_in:
+            async for batch in batches_in:
                 if self.stopping:
                     return
-                now = clock()
-                self.received += 1
-                ledger.record(sample, client.connection)
-                if window.open:
-                    self.received_in_window += 1
-                    if keep_latencies:
-                        latencies.append(now - sample.sent_ns)
-                if keep_samples:
-                    samples.append((now, sample.epoch, sample.seq, sample.sent_ns))
+                if count is not None and self.received + len(batch) > count:
+                    batch = batch[: count - self.received]
+                if slow_rate > 0:
+                    # A slow consumer: never more than read_rate_hz samples per second,
+                    # each taken in its turn.
+                    for sample in batch:
+                        self._take([sample], clock() + offset, client.connection, None)
+                        ahead = paced_from + self.received / slow_rate - time.monotonic()
+                        if ahead > 0:
+                            await asyncio.sleep(ahead)
+                else:
+                    # One read's samples arrived together: one receipt time for all of them,
+                    # and the ledger accounts for them at once.
+                    self._take(batch, clock() + offset, client.connection, client.run)
                 if count is not None and self.received >= count:
                     return
-                if slow_rate > 0:
-                    # A slow consumer: never more than read_rate_hz samples per second.
-                    ahead = paced_from + self.received / slow_rate - time.monotonic()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
+
+    def _take(
+        self, batch: Sequence[Sample], now: int, connection: int, run: SampleRun | None
+    ) -> None:
+        """Account for ``batch``, received at ``now`` (server clock), over ``connection``;
+        ``run``: the run it makes if known (:attr:`StreamClient.run`)."""
+        self.received += len(batch)
+        self.ledger.record_batch(batch, connection, run)
+        if self.window.open:
+            self.received_in_window += len(batch)
+            if self.job.keep_latencies:
+                self.latencies.extend([now - sample.sent_ns for sample in batch])
+        if self.job.keep_samples:
+            self.samples.extend([(now, s.epoch, s.seq, s.sent_ns) for s in batch])
 
     async def _run_stopped(self) -> None:
         # Connect once (retrying until the server answers) and never read.
