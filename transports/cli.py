@@ -9,7 +9,10 @@ pages besides the server's own and loopback ones that may read the stream
 (:mod:`transports.origins`). ``--loop asyncio|uvloop`` picks the event loop either command runs
 on (:mod:`transports.loops`); ``serve`` names it in both readiness lines. ``serve --gc
 default|freeze`` tunes the garbage collector once started up (:mod:`transports.gc_policy`); the
-``serving ...`` line says the collector's state, read back.
+``serving ...`` line says the collector's state, read back. ``serve --clock-port PORT`` also
+answers clock probes on UDP PORT of the same host (0: an ephemeral port), for clients on other
+hosts to read latencies on the server's clock (:mod:`transports.clock_endpoint`); both
+readiness lines give its port.
 
 Errors a user can cause (unknown transport, bad option or setting, a malformed ``--epoch``,
 an unknown ``--loop`` or ``--gc``, port in use, no server within ``--wait``) are one line on
@@ -39,6 +42,7 @@ from model.sample import is_epoch
 from model.source import BernoulliSource
 from transports.announce import Announcement, Ready
 from transports.client import ClientEvent, Connected, Disconnected, StreamClient
+from transports.clock_endpoint import ClockEndpoint, start_clock_endpoint
 from transports.config import decode_config
 from transports.contract import Transport
 from transports.failures import FailureKind, failure_kind, printable
@@ -181,6 +185,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the garbage collector's policy once started up (default: {DEFAULT_GC})",
     )
     serve.add_argument(
+        "--clock-port",
+        type=int,
+        metavar="PORT",
+        help="also answer clock probes on this UDP port (0: any free one), so clients on "
+        "other hosts can read latencies on the server's clock",
+    )
+    serve.add_argument(
         "--ready-json",
         action="store_true",
         help='also print {"ready": {...}} as one JSON line once listening (for programs)',
@@ -231,6 +242,16 @@ async def _serve(
         if exc.errno == errno.EADDRINUSE:
             raise UsageError(f"port {port} on {args.host} is in use") from None
         raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
+    clock: ClockEndpoint | None = None
+    if args.clock_port is not None:
+        try:
+            clock = await start_clock_endpoint(args.host, args.clock_port)
+        except OSError as exc:
+            await server.stop()
+            where = f"UDP port {args.clock_port} on {args.host}"
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"--clock-port: {where} is in use") from None
+            raise UsageError(f"--clock-port: cannot bind {where}: {exc.strerror or exc}") from None
     stopped_by: list[signal.Signals] = []
     stop = asyncio.Event()
 
@@ -251,11 +272,15 @@ async def _serve(
         f"url={transport.url(args.host, server.port, tls=settings.tls is not None)} "
         f"epoch={epoch} rate={rate:g}/s "
         f"p={args.p} seed={args.seed} fds={fds if fds is not None else 'unlimited'} "
-        f"max_connections={settings.max_connections} {collector.describe()} loop={loop_name}",
+        f"max_connections={settings.max_connections} {collector.describe()} loop={loop_name}"
+        + ("" if clock is None else f" clock_port={clock.port}"),
         flush=True,
     )
     if args.ready_json:
-        ready = Ready(transport.name, args.host, server.port, epoch, os.getpid(), loop_name)
+        clock_port = None if clock is None else clock.port
+        ready = Ready(
+            transport.name, args.host, server.port, epoch, os.getpid(), loop_name, clock_port
+        )
         print(Announcement(ready).encode(), flush=True)
     publisher = asyncio.create_task(publish_forever(hub, source, rate))
     stopping = asyncio.create_task(stop.wait())
@@ -266,6 +291,8 @@ async def _serve(
     finally:
         publisher.cancel()
         stopping.cancel()
+        if clock is not None:
+            clock.close()
         await server.stop()
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -380,6 +407,8 @@ def _check_serve_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--p must lie in [0, 1], got {args.p}")
     if args.epoch is not None and not is_epoch(args.epoch):
         raise UsageError(f"--epoch must be 1-64 lowercase hex digits, got {args.epoch!r}")
+    if args.clock_port is not None and not 0 <= args.clock_port <= 65535:
+        raise UsageError(f"--clock-port must be 0-65535, got {args.clock_port}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

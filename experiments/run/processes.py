@@ -10,7 +10,9 @@ wrote to stderr (:meth:`stderr_bytes`, :meth:`stderr_since`) and the file limit 
 that soft and hard ``RLIMIT_NOFILE`` (so ``serve`` cannot raise it); ``loop`` is the event loop
 it runs on (``serve --loop``; its announcement must name the same one), ``gc`` the collector's
 policy (``serve --gc``, :mod:`transports.gc_policy`), ``tls`` its certificate and key
-(``serve --tls --certfile F --keyfile F``);
+(``serve --tls --certfile F --keyfile F``); ``clock`` gives it a clock endpoint
+(``serve --clock-port``, an ephemeral UDP port, the same one again on a restart) whose port
+its announcement names (``clock_port``), for clients on other hosts;
 :meth:`kill` (SIGKILL, for the restart fault) and :meth:`start` again on the same port (a new
 epoch); :meth:`stop` sends SIGTERM, waits, then SIGKILLs. As an async context manager it is
 always torn down, on exceptions and on Ctrl-C/cancellation too.
@@ -180,8 +182,13 @@ class ServerProcess:
         loop: str = DEFAULT_LOOP,
         tls: TlsSettings | None = None,
         gc: str = DEFAULT_GC,
+        clock: bool = False,
     ) -> None:
         self.transport, self.rate_hz, self.settings = transport, rate_hz, settings
+        #: Whether it answers clock probes (``serve --clock-port``).
+        self.clock = clock
+        #: The UDP port of its clock endpoint, once announced (None: it has none).
+        self.clock_port: int | None = None
         #: The event loop it runs on (``serve --loop``).
         self.loop = loop
         #: The collector's policy it applies once started (``serve --gc``).
@@ -232,8 +239,13 @@ class ServerProcess:
             "--gc",
             self.gc,
             *self._tls_args(),
+            *self._clock_args(),
             *self.extra_args,
         ]
+
+    def _clock_args(self) -> list[str]:
+        # An ephemeral port at first; a restart takes the same one again, as it does its port.
+        return ["--clock-port", str(self.clock_port or 0)] if self.clock else []
 
     def _tls_args(self) -> list[str]:
         tls = self.tls
@@ -278,6 +290,9 @@ class ServerProcess:
             async with asyncio.timeout(self.ready_timeout_s):
                 ready = (await self._read_announcement(proc)).ready
                 self.port, self.epoch = ready.port, ready.epoch
+                if self.clock and ready.clock_port is None:
+                    raise HarnessError(f"{self.transport}: announced no clock port")
+                self.clock_port = ready.clock_port
                 await self._probe(proc)
         except TimeoutError:
             await reap(proc, 1.0)

@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 import psutil
 
+from experiments.clock_offset import ClockOffset, estimate_offset
 from experiments.histogram import encode_latencies
 from experiments.worker.probe import ServerProbe, cpu_seconds
 from experiments.worker.schema import (
@@ -261,6 +262,13 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
         latencies = by_role.setdefault(group.role, [])
         for _ in range(group.count):
             clients.append(_Client(len(clients), group, transport, options, job, window, latencies))
+    # Across hosts, read every latency on the server's clock: the offset is measured before
+    # any client loads the path (a short round trip makes a tight bound).
+    clock: ClockOffset | None = None
+    if job.clock_port is not None:
+        clock = await estimate_offset(job.host, job.clock_port)
+        for c in clients:
+            c.clock_offset_ns = clock.offset_ns
     tasks = [asyncio.create_task(c.run()) for c in clients]
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -326,6 +334,7 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
         clients=[c.outcome() for c in clients],
         nofile=fd_limit(),
         loop=running_loop_name(),
+        clock=clock,
     )
 
 

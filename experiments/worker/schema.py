@@ -17,6 +17,9 @@ The worker runs on the job's event loop (``loop``: ``asyncio`` or ``uvloop``, as
 beside it), applies the job's garbage collector policy (``gc``, :mod:`transports.gc_policy`)
 once its clients have connected, and reports the file limit it ran with (``nofile``: its
 soft ``RLIMIT_NOFILE``, raised to the hard limit at start, as ``serve`` raises its own).
+Given the server's clock endpoint (``clock_port``), it first estimates its clock's offset from
+the server's (:mod:`experiments.clock_offset`), reads every latency on the server's clock and
+reports the offset with its error bound (``clock``): latencies across hosts.
 
 Latencies travel as one HDR histogram per role (:mod:`experiments.histogram` encodes,
 merges and reads them), in microseconds: mergeable across clients, workers and repeats, and
@@ -29,6 +32,7 @@ from typing import Literal
 
 import msgspec
 
+from experiments.clock_offset import ClockOffset
 from model.ledger import DeliveryCounts, PosteriorError
 from transports.gc_policy import GcName
 from transports.loops import LoopName
@@ -104,6 +108,10 @@ class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     loop: LoopName = "asyncio"
     #: The collector's policy, applied once every client has connected, before ready.
     gc: GcName = "default"
+    #: The server's clock endpoint (UDP, on ``host``; ``serve --clock-port``): the worker
+    #: estimates its clock's offset from the server's before its clients start and reads
+    #: every latency on the server's clock (None: one host, no correction).
+    clock_port: int | None = None
 
     @property
     def clients(self) -> int:
@@ -227,6 +235,9 @@ class WorkerResult(msgspec.Struct, frozen=True, kw_only=True, tag="result"):
     nofile: int | None = None
     #: The event loop it ran on.
     loop: LoopName = "asyncio"
+    #: The offset applied to every latency and its error bound (None: the job gave no
+    #: ``clock_port``, the latencies are on this host's clock).
+    clock: ClockOffset | None = None
 
 
 WorkerLine = WorkerReady | WorkerResult
