@@ -24,6 +24,8 @@ The layout, one folder per concern:
   its own library, named on its registry record;
 - ``report/`` — report.md, plots and the console summary, from results.json alone;
 - ``results.py`` — the results.json schema, shared by the run and the report;
+- ``clock_offset.py`` — this host's clock against the server's (``serve --clock-port``), with
+  its error bound: latencies across hosts;
 - ``histogram.py`` — HDR latency histograms, mergeable across clients, workers and repeats.
 """
 
