@@ -180,6 +180,17 @@ class _Client:
     ) -> None:
         """Account for ``batch``, received at ``now`` (server clock), over ``connection``;
         ``run``: the run it makes if known (:attr:`StreamClient.run`)."""
+        if len(batch) == 1:  # a transport that reads a sample at a time: no list work
+            sample = batch[0]
+            self.received += 1
+            self.ledger.record(sample, connection)
+            if self.window.open:
+                self.received_in_window += 1
+                if self.job.keep_latencies:
+                    self.latencies.append(now - sample.sent_ns)
+            if self.job.keep_samples:
+                self.samples.append((now, sample.epoch, sample.seq, sample.sent_ns))
+            return
         self.received += len(batch)
         self.ledger.record_batch(batch, connection, run)
         if self.window.open:
