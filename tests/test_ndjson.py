@@ -28,6 +28,7 @@ from transports.ndjson import (
     parse_client_line,
     parse_hello,
     server_batch,
+    server_block,
 )
 from transports.resume import ResumeToken
 
@@ -276,3 +277,35 @@ def test_a_batch_keeps_the_samples_before_whatever_ended_it() -> None:
     samples, error = server_batch([lines[0], b"{not json", lines[1]], "connection")
     assert samples == [a] and isinstance(error, ProtocolError)
     assert server_batch([], "stream") == ([], None)
+
+
+def _outcome(pair: tuple[list[Sample], Exception | None]) -> tuple[list[Sample], str | None]:
+    samples, error = pair
+    return samples, None if error is None else f"{type(error).__name__}: {error}"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [a],
+        [a, b, c],
+        [a, HEARTBEAT, b],
+        [a, encode_error("bye")[:-1]],
+        [a, b""],
+        [a, b" " + b],
+        [A_HEAD, A_TAIL, b + b"," + c],
+        [b + b"," + c, A_HEAD, A_TAIL],
+        [a + b",", b],
+        [a + b"]", b"[" + b],
+        [a + b"\r", b + b"\r"],
+        [b"{not json", a],
+    ],
+)
+def test_a_block_decodes_as_its_lines_do(lines: list[bytes]) -> None:
+    """What tcp and webtransport read (a chunk's complete lines, unsplit) decodes to what the
+    same lines give one by one: the samples before whatever ended them, and that error."""
+    data = b"\n".join(lines) + b"\n"
+    block = LineSplitter(1 << 20).feed_block(data)
+    assert block is not None
+    by_lines = server_batch(LineSplitter(1 << 20).feed(data), "stream")
+    assert _outcome(server_block(block, "stream")) == _outcome(by_lines)

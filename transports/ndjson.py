@@ -37,6 +37,7 @@ __all__ = [
     "LineSplitter",
     "ServerError",
     "ServerLine",
+    "decode_sample_block",
     "decode_sample_run",
     "decode_server_line",
     "decode_server_lines",
@@ -44,9 +45,11 @@ __all__ = [
     "encode_heartbeat",
     "encode_hello",
     "encode_sample_lines",
+    "lines_of",
     "parse_client_line",
     "parse_hello",
     "server_batch",
+    "server_block",
 ]
 
 
@@ -73,23 +76,28 @@ class LineSplitter:
         return len(self._partial)
 
     def feed(self, data: bytes) -> list[bytes]:
+        block = self.feed_block(data)
+        return [] if block is None else lines_of(block)
+
+    def feed_block(self, data: bytes) -> bytes | None:
+        """The lines ``data`` completed as one block, still joined by their newlines (no
+        final one; ``b""`` is one empty line, None no line), with ``feed``'s bound: a caller
+        that decodes the block whole never splits it (:func:`server_block`)."""
         end = data.rfind(b"\n")
         if end < 0:
             self._partial += data
             self._check(len(self._partial))
-            return []
+            return None
         if self._partial:
             self._partial += data[:end]
             head = bytes(self._partial)
         else:
             head = data[:end]
         self._partial = bytearray(data[end + 1 :])
-        lines = head.split(b"\n")
-        self._check(max(map(len, lines)))
+        if len(head) > self._max:  # only then can one of its lines be too long
+            self._check(max(map(len, head.split(b"\n"))))
         self._check(len(self._partial))
-        if b"\r" in head:
-            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-        return lines
+        return head
 
     def _check(self, size: int) -> None:
         if size > self._max:
@@ -205,26 +213,44 @@ def decode_server_line(line: bytes) -> ServerLine:
         raise not_a_sample
 
 
-def decode_sample_run(lines: list[bytes]) -> list[Sample] | None:
-    """The samples of ``lines`` when every one is a well-formed sample; None otherwise.
+def lines_of(block: bytes) -> list[bytes]:
+    """The lines of a block of complete lines (:meth:`LineSplitter.feed_block`), without
+    their ``\r``."""
+    lines = block.split(b"\n")
+    if b"\r" in block:
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return lines
 
-    One msgspec call for the run instead of one per line. Tried only when every line starts
-    with ``{`` and ends with ``}``: a wire-form sample is a flat object whose only string is a
-    hex epoch, so in a valid sample braces appear only as its delimiters, and N valid samples
-    spelled with exactly those line-edge braces are one sample per line: no line can hold two,
-    no sample can span two.
+
+def decode_sample_block(block: bytes) -> list[Sample] | None:
+    """The samples of a block of lines joined by ``\n`` when every line is a well-formed
+    sample; None otherwise.
+
+    One msgspec call for the block instead of one per line, on the block as it came (no
+    split, no join). Tried only when every line starts with ``{`` and ends with ``}``: a
+    wire-form sample is a flat object whose only string is a hex epoch, so in a valid sample
+    braces appear only as its delimiters, and N valid samples spelled with exactly those
+    line-edge braces are one sample per line: no line can hold two, no sample can span two.
     """
-    if not lines:
-        return []
-    body = b"\n".join(lines)
-    if body[:1] == b"{" and body[-1:] == b"}" and body.count(b"}\n{") == len(lines) - 1:
+    newlines = block.count(b"\n")
+    if block[:1] == b"{" and block[-1:] == b"}" and block.count(b"}\n{") == newlines:
         try:
-            samples = decode_samples(b"[" + body.replace(b"\n", b",") + b"]")
+            samples = decode_samples(b"[" + block.replace(b"\n", b",") + b"]")
         except MalformedSample:
             return None
-        if len(samples) == len(lines):
+        if len(samples) == newlines + 1:
             return samples
     return None
+
+
+def decode_sample_run(lines: list[bytes]) -> list[Sample] | None:
+    """The samples of ``lines`` when every one is a well-formed sample; None otherwise
+    (:func:`decode_sample_block` on the lines joined; a line that held a newline itself
+    would make the count differ)."""
+    if not lines:
+        return []
+    samples = decode_sample_block(b"\n".join(lines))
+    return samples if samples is not None and len(samples) == len(lines) else None
 
 
 def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
@@ -238,6 +264,15 @@ def decode_server_lines(lines: list[bytes]) -> Iterable[ServerLine]:
     if samples is not None:
         return samples
     return map(decode_server_line, lines)
+
+
+def server_block(block: bytes, stream: str) -> tuple[list[Sample], StreamError | None]:
+    """:func:`server_batch` for a chunk's complete lines as one block
+    (:meth:`LineSplitter.feed_block`): a block of samples only is decoded whole, unsplit."""
+    samples = decode_sample_block(block)
+    if samples is not None:
+        return samples, None
+    return server_batch(lines_of(block), stream)
 
 
 def server_batch(lines: list[bytes], stream: str) -> tuple[list[Sample], StreamError | None]:

@@ -64,9 +64,10 @@ from transports.ndjson import (
     encode_heartbeat,
     encode_hello,
     encode_sample_lines,
+    lines_of,
     parse_client_line,
     parse_hello,
-    server_batch,
+    server_block,
 )
 from transports.options import Options
 from transports.rejections import rejection_text
@@ -427,8 +428,8 @@ def _check_first_line(line: bytes) -> None:
 async def _batches(
     reader: asyncio.StreamReader, settings: Settings
 ) -> AsyncGenerator[list[Sample], None]:
-    """The samples of each socket chunk, decoded together (one msgspec call for a run of
-    sample lines), as one list per chunk that held any."""
+    """The samples of each socket chunk, decoded together (one msgspec call for a block of
+    sample lines, unsplit), as one list per chunk that held any."""
     splitter = LineSplitter(settings.max_message_bytes)
     # One timer for the connection, not one per read: at 10 samples/s nearly every read waits,
     # and a timer armed and cancelled per read was a sixth of a fan-out client's CPU.
@@ -442,14 +443,14 @@ async def _batches(
                 raise ConnectionLost(f"connection failed: {exc!r}") from exc
             if not chunk:
                 raise ConnectionLost("closed by the server")
-            lines = splitter.feed(chunk)
-            if not lines:
+            block = splitter.feed_block(chunk)
+            if block is None:
                 continue
             if first_line:
                 # Garbage later is a broken server (retried); garbage first is another protocol.
-                _check_first_line(lines[0])
+                _check_first_line(lines_of(block)[0])
                 first_line = False
-            samples, error = server_batch(lines, "connection")
+            samples, error = server_block(block, "connection")
             if samples:
                 yield samples  # those before a bad line or an error line were received too
             if error is not None:

@@ -96,7 +96,7 @@ from transports.ndjson import (
     LineSplitter,
     encode_heartbeat,
     encode_sample_lines,
-    server_batch,
+    server_block,
 )
 from transports.options import Options
 from transports.origins import OriginPolicy
@@ -849,7 +849,10 @@ async def _batches(
     try:
         while True:
             chunk = await deadline.read(client.next_chunk())
-            samples, error = server_batch(splitter.feed(chunk), "stream")
+            block = splitter.feed_block(chunk)
+            if block is None:
+                continue
+            samples, error = server_block(block, "stream")
             if samples:
                 yield samples
             if error is not None:
