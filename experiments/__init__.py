@@ -26,6 +26,8 @@ The layout, one folder per concern:
 - ``results.py`` — the results.json schema, shared by the run and the report;
 - ``clock_offset.py`` — this host's clock against the server's (``serve --clock-port``), with
   its error bound: latencies across hosts;
+- ``ray_engine/`` — ``--engine ray``: the clients as Ray actors over a cluster (a driver that
+  speaks the worker's lines, the actors, placement, merging, the cluster the run starts);
 - ``histogram.py`` — HDR latency histograms, mergeable across clients, workers and repeats.
 """
 

@@ -35,6 +35,7 @@ DIMENSIONS: Mapping[str, str] = {
     "client_kind": "python",
     "loop": "asyncio",
     "gc": "default",
+    "engine": "builtin",
 }
 
 

@@ -23,7 +23,7 @@ from experiments.results import Record
 __all__ = ["DIMENSION_KEYS", "ScalingFit", "fit_scaling", "scaling_section"]
 
 #: Params that make records of one transport different runs, never points of one line.
-DIMENSION_KEYS = ("network", "via", "security", "client_kind", "loop")
+DIMENSION_KEYS = ("network", "via", "security", "client_kind", "loop", "engine")
 #: Fewest distinct client counts a line is fitted through.
 MIN_SIZES = 3
 

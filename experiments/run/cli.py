@@ -16,6 +16,11 @@ loop of the servers, client workers and baseline pushers (:mod:`experiments.run.
 (:mod:`experiments.run.gc_dimension`; the conditions say what each policy does).
 ``--clients N,N,...`` sets the fan-out sizes (positive integers; e.g. ``1000,10000``) in place
 of the profile's.
+``--engine ray`` runs the fan-out's clients as Ray actors (:mod:`experiments.ray_engine`) on a
+cluster the run starts for itself (a local head; on an emulated ``--network``, a head beside
+the server and ``--ray-hosts N`` worker nodes, default 4, one per client namespace), or on the
+user's with ``--ray-address HOST:PORT``; ``--engine builtin`` (the default) runs them in the
+suite's own worker processes.
 A bad argument or an unknown name is one line on stderr and exit code 2; Ctrl-C tears every
 process down and exits with 130. A rich progress bar shows what runs; a summary table
 follows (when the output is not a terminal, one plain line per finished scenario instead of
@@ -28,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import inspect
 import itertools
 import sys
@@ -55,6 +61,9 @@ from experiments.network import (
     Profile as NetworkProfile,
 )
 from experiments.network.layout import SERVER_ADDR
+from experiments.ray_engine.address import BadAddress, parse_address
+from experiments.ray_engine.cluster import RayCluster, RayClusterError
+from experiments.ray_engine.dimension import DEFAULT_ENGINE, ENGINES
 from experiments.report.dimensions import label
 from experiments.report.markdown import write_report
 from experiments.report.summary import scenario_line, summary_table
@@ -107,6 +116,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: The source's seed in every repeat (a server kept for several repeats serves them all).
 SEED = 1
+#: Simulated hosts (Ray worker nodes, one per client namespace) on an emulated path.
+DEFAULT_RAY_HOSTS = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -237,6 +248,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N,N,...",
         help="fan-out sizes, e.g. 1000,10000 (default: the profile's)",
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help="what runs the clients: builtin worker processes (default) or ray actors "
+        "(fan-out only; needs the ray package)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="with --engine ray: join this Ray cluster (this machine must be one of its "
+        "nodes) instead of starting one",
+    )
+    p.add_argument(
+        "--ray-hosts",
+        type=int,
+        metavar="N",
+        help=f"with --engine ray on an emulated --network: simulated hosts, one Ray worker "
+        f"node per client namespace (default: {DEFAULT_RAY_HOSTS})",
+    )
     return p
 
 
@@ -310,10 +341,15 @@ def _scenario_names(args: argparse.Namespace) -> list[str]:
 def _networks(
     args: argparse.Namespace, profile: Profile, console: Console
 ) -> tuple[NetworkProfile, ...]:
-    """``--network`` as given, else the profile's paths; without root a profile's emulated
-    paths are left out with one line saying why (an explicit ``--network`` never is)."""
+    """``--network`` as given, else the profile's paths (loopback alone with
+    ``--ray-address``: the cluster's machines are the path); without root a profile's
+    emulated paths are left out with one line saying why (an explicit ``--network`` never
+    is)."""
     if args.network is not None:
         return parse_profiles(args.network)
+    if args.ray_address is not None:
+        # A joined cluster's actors are on other machines: the real network is the path.
+        return parse_profiles("loopback")
     wanted = parse_profiles(",".join(profile.networks))
     emulated = [p.name for p in wanted if p.namespaces]
     if not emulated:
@@ -348,7 +384,63 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
             return "--duration sets the soak's length: use it with --profile soak"
     if args.clients is not None and "fanout" not in names:
         return "--clients sets the fan-out sizes: use it with the fanout scenario"
+    return _engine_problem(args)
+
+
+def _emulated_paths(args: argparse.Namespace) -> bool | None:
+    """Whether the run has an emulated network path (``--network``, else the profile's);
+    None when a name is unknown (reported on its own)."""
+    names = args.network if args.network is not None else ",".join(PROFILES[args.profile].networks)
+    try:
+        return any(p.namespaces for p in parse_profiles(names))
+    except NetworkError:
+        return None
+
+
+def _engine_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--engine``, ``--ray-address`` and ``--ray-hosts`` together."""
+    if args.engine != "ray":
+        for flag, value in (("--ray-address", args.ray_address), ("--ray-hosts", args.ray_hosts)):
+            if value is not None:
+                return f"{flag} is for the Ray engine: use it with --engine ray"
+        return None
+    if args.ray_hosts is not None:
+        if args.ray_hosts < 1:
+            return f"--ray-hosts must be >= 1, got {args.ray_hosts}"
+        if args.ray_address is None and _emulated_paths(args) is False:
+            return "--ray-hosts sets the simulated hosts of an emulated --network (lan, wan, ...)"
+    if args.ray_address is not None:
+        try:
+            parse_address(args.ray_address)
+        except BadAddress as exc:
+            return str(exc)
+        explicit = args.network is not None and _emulated_paths(args)
+        if explicit or args.ray_hosts is not None:
+            return (
+                "--ray-address joins a cluster outside this machine's emulated network paths: "
+                "use it without --ray-hosts and an emulated --network"
+            )
+    if importlib.util.find_spec("ray") is None:  # the harness itself never imports it
+        return "--engine ray needs the ray package: pip install 'transport-bench[experiments]'"
     return None
+
+
+def _ray_cluster(args: argparse.Namespace, net: NetworkPath) -> RayCluster | None:
+    """The run's Ray cluster on ``net`` under ``--engine ray`` (None: the builtin engine)."""
+    if args.engine != "ray":
+        return None
+    if args.ray_address is not None:
+        return RayCluster.join(args.ray_address)
+    if net.namespaced:
+        return RayCluster.on_path(net, args.ray_hosts or DEFAULT_RAY_HOSTS)
+    return RayCluster.local()
+
+
+def _ray_hosts(args: argparse.Namespace) -> int:
+    """Client namespaces an emulated path is built with: one per simulated Ray host."""
+    if args.engine == "ray" and args.ray_address is None:
+        return args.ray_hosts or DEFAULT_RAY_HOSTS
+    return 1
 
 
 async def _run(args: argparse.Namespace, console: Console) -> int:
@@ -392,6 +484,10 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         env.packages.setdefault("uvloop", metadata.version("uvloop"))
     if profile.clients is not None:
         env.conditions["fanout_clients"] = ",".join(map(str, profile.clients))
+    env.conditions["engine"] = args.engine
+    if args.engine == "ray":
+        env.packages.setdefault("ray", metadata.version("ray"))
+        env.conditions["ray_cluster"] = args.ray_address or "started by the run"
     started = time.monotonic()
     kinds = args.client_kinds
     steps = sum(
@@ -412,12 +508,25 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         PRESPAWN["enabled"] = True
         try:
             for network in networks:
-                async with NetworkPath(network) as net:
+                async with contextlib.AsyncExitStack() as on_path:
+                    net = await on_path.enter_async_context(
+                        NetworkPath(network, clients=_ray_hosts(args))
+                    )
                     if net.namespaced:
                         # What the path really does, measured before anything runs on it.
                         props = await measure(net)
                         env.networks[network.name] = network_conditions(props)
                         console.print(props.line(), soft_wrap=True, highlight=False)
+                    # One Ray cluster per path (its nodes live in the path's namespaces).
+                    cluster = _ray_cluster(args, net)
+                    if cluster is not None:
+                        await on_path.enter_async_context(cluster)
+                        console.print(
+                            f"ray: {cluster.expect_nodes} node(s) at {cluster.address}"
+                            + ("" if cluster.started else " (joined)"),
+                            soft_wrap=True,
+                            highlight=False,
+                        )
                     for via, kind, security, loop, gc in itertools.product(
                         vias, kinds, securities, loops, gcs
                     ):
@@ -439,6 +548,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                             certificate=certificate,
                             loop=loop,
                             gc=gc,
+                            engine=args.engine,
+                            ray=cluster,
                         )
         finally:
             await settle_teardowns()
@@ -535,7 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(_run(args, err))
-    except NetworkError as exc:  # a path that could not be built or torn down
+    except (NetworkError, RayClusterError, BadAddress) as exc:
+        # A path or a Ray cluster that could not be built, joined or torn down.
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -34,7 +34,15 @@ A scenario's ``run(ctx)`` uses:
 - ``ctx.loop``: the event loop (``asyncio`` or ``uvloop``, :mod:`experiments.run.event_loops`)
   the servers, client workers and baseline pushers of the step run on;
 - ``ctx.gc``: the garbage collector's policy (``default`` or ``freeze``,
-  :mod:`experiments.run.gc_dimension`) they all apply after start-up.
+  :mod:`experiments.run.gc_dimension`) they all apply after start-up;
+- ``ctx.engine``: what runs the clients (``builtin`` or ``ray``,
+  :mod:`experiments.ray_engine.dimension`): under ``ray``, ``ctx.clients(job)`` gives the Ray
+  driver over ``ctx.ray`` (the run's :class:`~experiments.ray_engine.cluster.RayCluster`,
+  :func:`~experiments.ray_engine.clients.ray_clients`; the same calls, the same result, with
+  ``result.engine`` saying what ran where), ``ctx.server()`` gives servers a clock endpoint
+  and ``ctx.run_worker()`` hands its port to the clients, whose latencies are then on the
+  server's clock (:mod:`experiments.clock_offset`); on a cluster the run joined, servers
+  listen on this machine's address towards the cluster's head.
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ import msgspec
 
 from experiments.baselines.process import BaselineResult
 from experiments.network import NetworkPath
+from experiments.ray_engine.clients import ray_clients
+from experiments.ray_engine.cluster import RayCluster
+from experiments.ray_engine.dimension import DEFAULT_ENGINE
 from experiments.results import FaultTrace, Observation, Record, Scalar
 from experiments.run.processes import (
     LOOPBACK,
@@ -61,7 +72,7 @@ from experiments.run.processes import (
 )
 from experiments.run.profiles import Profile
 from experiments.run.security import RunCertificate, Security, security_in_force
-from experiments.via import Tls, front
+from experiments.via import FrontedServer, Tls, front
 from experiments.worker.browser import BrowserClients
 from experiments.worker.kinds import Clients
 from experiments.worker.process import ClientProcess
@@ -72,10 +83,17 @@ from transports.loops import DEFAULT_LOOP
 from transports.settings import Settings
 from transports.tls import TlsSettings
 
-__all__ = ["P", "RunContext"]
+__all__ = ["P", "RunContext", "clock_port_of"]
 
 #: The source's success probability in every experiment.
 P = 0.72
+
+
+def clock_port_of(server: ServerProcess) -> int | None:
+    """The clock endpoint's port of ``server`` (behind nginx, its upstream's: nginx carries
+    no UDP); None when it has none."""
+    upstream = server.upstream if isinstance(server, FrontedServer) else server
+    return upstream.clock_port
 
 
 @dataclass
@@ -109,6 +127,10 @@ class RunContext:
     loop: str = DEFAULT_LOOP
     #: The garbage collector's policy servers, workers and pushers apply.
     gc: str = DEFAULT_GC
+    #: What runs the clients: ``builtin`` worker processes or ``ray`` actors.
+    engine: str = DEFAULT_ENGINE
+    #: The run's Ray cluster (None: the builtin engine).
+    ray: RayCluster | None = None
 
     @property
     def network_name(self) -> str:
@@ -152,9 +174,10 @@ class RunContext:
         step's event loop."""
         path = self.network
         if path is None or not path.namespaced:
-            if (self.loop, self.gc) == (DEFAULT_LOOP, DEFAULT_GC):
+            host = self._ray_server_host
+            if (self.loop, self.gc, host) == (DEFAULT_LOOP, DEFAULT_GC, None):
                 return LOOPBACK
-            return Placement(loop=self.loop, gc=self.gc)
+            return Placement(host=host or LOOPBACK.host, loop=self.loop, gc=self.gc)
         client_ns = path.client_ns[0]
 
         async def connect(
@@ -173,6 +196,11 @@ class RunContext:
         )
 
     @property
+    def _ray_server_host(self) -> str | None:
+        """Where servers listen for a joined cluster's actors (None: the usual address)."""
+        return self.ray.server_host if self.engine == "ray" and self.ray is not None else None
+
+    @property
     def dimensions(self) -> dict[str, Scalar]:
         """What every record says it ran under (the report groups by any of them)."""
         return {
@@ -182,6 +210,7 @@ class RunContext:
             "client_kind": self.client_kind,
             "loop": self.loop,
             "gc": self.gc,
+            "engine": self.engine,
         }
 
     def client_sockets(self) -> Callable[[], socket.socket] | None:
@@ -216,6 +245,8 @@ class RunContext:
             kwargs.setdefault("gc", place.gc)
             # Behind nginx, nginx terminates TLS and the upstream is plain.
             kwargs.setdefault("tls", self.server_tls if self.via == "direct" else None)
+            # Ray's actors may run on other hosts: they read latencies on the server's clock.
+            kwargs.setdefault("clock", self.engine == "ray")
             server = ServerProcess(
                 self.transport.name,
                 rate_hz=rate_hz,
@@ -260,9 +291,14 @@ class RunContext:
 
     def clients(self, job: ClientJob, **kwargs: Any) -> Clients:
         """A worker process for ``job``, in the client namespace on an emulated path; with
-        the browser client kind, Chromium pages (:mod:`experiments.worker.browser`)."""
+        the browser client kind, Chromium pages (:mod:`experiments.worker.browser`); under
+        the ray engine, the Ray driver (``kwargs``: :func:`ray_clients`' own)."""
         if self.client_kind == "browser":
             return BrowserClients(job)
+        if self.engine == "ray":
+            if self.ray is None:
+                raise HarnessError("the ray engine needs the run's Ray cluster (RunContext.ray)")
+            return ray_clients(job, self.ray, **kwargs)
         kwargs.setdefault("exec_prefix", self.place.client_prefix)
         return ClientProcess(job, **kwargs)
 
@@ -278,6 +314,7 @@ class RunContext:
         """One worker against ``server`` for warm-up + window; its result."""
         job_kwargs.setdefault("server_pid", server.pid)
         job_kwargs.setdefault("server_port", server.port)
+        job_kwargs.setdefault("clock_port", clock_port_of(server))
         job = self.job(server.port, groups, warmup_s=warmup_s, duration_s=duration_s, **job_kwargs)
         async with self.clients(job) as worker:
             return await worker.result()

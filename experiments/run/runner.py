@@ -22,7 +22,9 @@ does a transport the browser client kind cannot read, and that kind runs only it
 TLS with browser clients, ...). Every scenario runs on every ``--loop`` and under every
 ``--gc``: the servers a scenario starts itself (bad-input's) get the step's too. Such a
 record's ``security`` is
-the one the step asked for (nothing ran under any other).
+the one the step asked for (nothing ran under any other). Under ``--engine ray`` the clients
+are Ray actors on the run's cluster (``ray``), in the scenarios that spread clients
+(:func:`experiments.ray_engine.dimension.engine_not_applicable` says why not the others).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 
 from experiments.baselines.process import BaselineResult
 from experiments.network import NetworkPath
+from experiments.ray_engine.cluster import RayCluster
+from experiments.ray_engine.dimension import DEFAULT_ENGINE, engine_not_applicable
 from experiments.results import Record
 from experiments.run.context import RunContext
 from experiments.run.processes import HarnessError, ServerPool
@@ -91,10 +95,13 @@ async def run_suite(
     certificate: RunCertificate | None = None,
     loop: str = DEFAULT_LOOP,
     gc: str = DEFAULT_GC,
+    engine: str = DEFAULT_ENGINE,
+    ray: RayCluster | None = None,
 ) -> list[Record]:
     """Every record of the step, in the order measured. ``securities``: every security of
     the run (which decides whether a plain step of an always-TLS transport is a duplicate);
-    ``certificate``: the run's, needed when ``security`` is ``tls``."""
+    ``certificate``: the run's, needed when ``security`` is ``tls``; ``ray``: the run's Ray
+    cluster, needed when ``engine`` is ``ray``."""
     progress = progress or Progress()
     baselines: dict[tuple[str, str, int], BaselineResult] = {}
     records: list[Record] = []
@@ -121,6 +128,8 @@ async def run_suite(
             certificate=certificate,
             loop=loop,
             gc=gc,
+            engine=engine,
+            ray=ray,
         )
         started = time.monotonic()
         why_not = (
@@ -132,6 +141,13 @@ async def run_suite(
                 scenario=scenario.name,
                 client_kind=client_kind,
                 securities=securities,
+            )
+            or engine_not_applicable(
+                engine,
+                scenario=scenario.name,
+                client_kind=client_kind,
+                security=security,
+                joined=ray is not None and not ray.started,
             )
         )
         try:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.histogram import merge_encoded
+from experiments.ray_engine.report import ray_figures, ray_section
 from experiments.report.plots import latency_cdf_plot
 from experiments.report.scaling import scaling_section
 from experiments.results import Record, Results, Scalar
-from experiments.run.context import RunContext
+from experiments.run.context import RunContext, clock_port_of
 from experiments.scenarios.delivery import judge
 from experiments.scenarios.scenario import Column, Kind, latency_column, latency_metrics
 from experiments.worker.schema import ClientGroup
@@ -64,6 +65,15 @@ class Fanout:
     the profile's knobs, or the run's ``--clients`` (``Profile.clients``); server and workers
     raise their soft file limit to the hard one, and each record's params say both
     (``server_nofile``, ``client_nofile``: the smallest of the workers').
+
+    Under ``--engine ray`` one job carries all N clients: the Ray driver spreads them over
+    actors on the cluster's nodes (``ray_actors`` over ``ray_nodes``: hosts x a per-host
+    count, none above 2,500 clients, at least as many as the built-in workers), probes the
+    server itself, and the server has a clock endpoint: every actor reads its latencies on the
+    server's clock, and ``clock_bound_ms`` is the widest error bound of their offsets (the
+    latencies are that uncertain, beside the figures). Ray's own cost over the window on the
+    server's machine is ``ray_overhead_cpu_s`` and ``ray_overhead_rss_bytes``
+    (:class:`~experiments.worker.schema.EngineRecord` says what is counted).
     """
 
     name = "fanout"
@@ -115,19 +125,33 @@ class Fanout:
                 ctx.note(f"{n} clients")
                 rss_idle = server.rss()
                 shares = split_clients(n, k)
-                workers = [
-                    ctx.clients(
-                        ctx.job(
-                            server.port,
-                            (ClientGroup(share),),
-                            warmup_s=k.warmup_s,
-                            duration_s=k.duration_s,
-                            connect_timeout_s=60.0,
-                            server_pid=server.pid if i == 0 else None,
-                        )
+                if ctx.engine == "ray":
+                    # One job: the driver spreads it over at least as many actors.
+                    job = ctx.job(
+                        server.port,
+                        (ClientGroup(n),),
+                        warmup_s=k.warmup_s,
+                        duration_s=k.duration_s,
+                        connect_timeout_s=60.0,
+                        server_pid=server.pid,
+                        server_port=server.port,
+                        clock_port=clock_port_of(server),
                     )
-                    for i, share in enumerate(shares)
-                ]
+                    workers = [ctx.clients(job, min_actors=len(shares))]
+                else:
+                    workers = [
+                        ctx.clients(
+                            ctx.job(
+                                server.port,
+                                (ClientGroup(share),),
+                                warmup_s=k.warmup_s,
+                                duration_s=k.duration_s,
+                                connect_timeout_s=60.0,
+                                server_pid=server.pid if i == 0 else None,
+                            )
+                        )
+                        for i, share in enumerate(shares)
+                    ]
                 async with contextlib.AsyncExitStack() as stack:
                     for w in workers:
                         await stack.enter_async_context(w)
@@ -151,18 +175,23 @@ class Fanout:
                     metrics["server_rss_idle_bytes"] = rss_idle
                     metrics["server_rss_bytes_per_connection"] = (probe.rss_end - rss_idle) / n
                 metrics["client_cpu_s"] = sum(r.cpu_window_s for r in results)
-                metrics["workers"] = len(shares)
-                params = {
+                engine = results[0].engine
+                processes = len(shares) if engine is None else engine.actors
+                metrics["workers"] = processes
+                params: dict[str, Scalar] = {
                     "clients": n,
                     "rate_hz": rate,
                     "duration_s": k.duration_s,
                     "warmup_s": k.warmup_s,
-                    "workers": len(shares),
+                    "workers": processes,
                     "server_nofile": server.fd_limit(),
                     "client_nofile": min(
                         (r.nofile for r in results if r.nofile is not None), default=None
                     ),
                 }
+                ray_params, ray_metrics = ray_figures(results[0])
+                params.update(ray_params)
+                metrics.update(ray_metrics)
                 latency = {"normal": merge_encoded(r.latency.get("normal", "") for r in results)}
                 metrics.update(latency_metrics(latency["normal"]))
                 records.append(ctx.record(params, metrics, latency=latency))
@@ -175,7 +204,8 @@ class Fanout:
         records = [r for r in results.records if r.scenario == self.name and not r.error]
         link = latency_cdf_plot(records, out_dir / "fanout_cdf.png", self._label)
         law = scaling_section(records, _write_path)
-        return [part for part in (law, link) if part]
+        ray = ray_section(records)
+        return [part for part in (law, ray, link) if part]
 
 
 def _write_path(name: str) -> str:

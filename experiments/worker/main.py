@@ -25,7 +25,7 @@ import faulthandler
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -256,8 +256,14 @@ def _emit(line: WorkerReady | WorkerResult) -> None:
     sys.stdout.flush()
 
 
-async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerResult:
-    """Run ``job`` in this event loop; print the ready line; return the result."""
+async def run_job(
+    job: ClientJob,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[WorkerReady], Awaitable[None] | None] = _emit,
+) -> WorkerResult:
+    """Run ``job`` in this event loop; say the ready line (``on_ready``: print it); return
+    the result. An ``on_ready`` that returns an awaitable holds the warm-up and window back
+    until it completes (a Ray actor waits for the driver to let every actor go at once)."""
     transport = get(job.transport)
     options = msgspec.json.decode(job.options, type=type(transport.options))
     stop = stop or asyncio.Event()
@@ -299,7 +305,11 @@ async def run_job(job: ClientJob, stop: asyncio.Event | None = None) -> WorkerRe
                         break
         apply_gc(job.gc)  # after start-up, as the server beside it does
         ready_ns = time.monotonic_ns()
-        _emit(WorkerReady(ready_ns, sum(c.connected.is_set() for c in clients), len(clients)))
+        held = on_ready(
+            WorkerReady(ready_ns, sum(c.connected.is_set() for c in clients), len(clients))
+        )
+        if held is not None:
+            await held
         readers = [t for t, c in zip(tasks, clients, strict=True) if c.group.role != "stopped"]
 
         async def until(seconds: float | None) -> None:

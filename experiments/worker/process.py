@@ -36,7 +36,7 @@ from experiments.worker.schema import (
     encode,
 )
 
-__all__ = ["PRESPAWN", "ClientProcess", "discard_spare"]
+__all__ = ["PRESPAWN", "WORKER_MODULE", "ClientProcess", "discard_spare"]
 
 #: Worker results may carry every sample of a fault run: allow long lines.
 _LINE_LIMIT = 1 << 30
@@ -50,13 +50,19 @@ PRESPAWN = {"enabled": False}
 _SPARE_LOGS: dict[int, tuple[str, IO[bytes]]] = {}
 
 
-async def _spawn_worker(log_path: str, prefix: Sequence[str] = ()) -> asyncio.subprocess.Process:
+#: The module a worker process runs by default.
+WORKER_MODULE = "experiments.worker"
+
+
+async def _spawn_worker(
+    log_path: str, prefix: Sequence[str] = (), module: str = WORKER_MODULE
+) -> asyncio.subprocess.Process:
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
             *prefix,
             sys.executable,
             "-m",
-            "experiments.worker",
+            module,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -121,7 +127,12 @@ async def discard_spare() -> None:
 
 
 class ClientProcess:
-    """One ``experiments.worker`` process running a :class:`ClientJob`."""
+    """One ``experiments.worker`` process running a :class:`ClientJob`.
+
+    ``module`` and ``payload`` run another program that speaks the same lines for ``job``
+    (``python -m MODULE``, ``payload`` on its stdin instead of the job: the Ray driver,
+    :mod:`experiments.ray_engine`); such a process is never the spare.
+    """
 
     def __init__(
         self,
@@ -129,10 +140,15 @@ class ClientProcess:
         *,
         ready_timeout_s: float | None = None,
         exec_prefix: Sequence[str] = (),
+        module: str = WORKER_MODULE,
+        payload: bytes | None = None,
     ) -> None:
         self.job = job
         #: Runs the worker elsewhere (``ip netns exec NS``); such a worker is never the spare.
         self.exec_prefix = tuple(exec_prefix)
+        self.module = module
+        #: What the process reads on stdin (the job, by default).
+        self.payload = encode(job) if payload is None else payload
         self.ready_timeout_s = (
             job.connect_timeout_s + 20.0 if ready_timeout_s is None else ready_timeout_s
         )
@@ -150,16 +166,16 @@ class ClientProcess:
     async def start(self) -> None:
         await settle_teardowns()  # nothing shuts down beside a measurement
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
-        if self.exec_prefix:
+        if self.exec_prefix or self.module != WORKER_MODULE:
             path = _new_log_path()
-            proc = await _spawn_worker(path, self.exec_prefix)
+            proc = await _spawn_worker(path, self.exec_prefix, self.module)
             _SPARE_LOGS[proc.pid] = (path, self._log)
         else:
             proc = await _take_spare(self._log)
         self._proc = proc
         LIVE[proc.pid] = proc
         assert proc.stdin is not None
-        proc.stdin.write(encode(self.job))
+        proc.stdin.write(self.payload)
         await proc.stdin.drain()
         proc.stdin.close()
         _prepare_spare()

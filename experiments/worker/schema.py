@@ -46,6 +46,7 @@ __all__ = [
     "ConnectFailed",
     "Connected",
     "Disconnected",
+    "EngineRecord",
     "FailureKind",
     "Role",
     "ServerUsage",
@@ -211,6 +212,36 @@ class ServerUsage(msgspec.Struct, frozen=True, kw_only=True):
         return self.tcp_sent + self.tcp_received
 
 
+class EngineRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """How a distributed engine ran a job (``--engine ray``, :mod:`experiments.ray_engine`).
+
+    ``nodes`` are the distinct Ray node ids that ran actors (each actor reports its own),
+    ``node_addresses`` their IP addresses, in the same order; ``clients_per_actor`` the
+    share of each actor, in actor order (the result's clients are in that order too);
+    ``clocks`` each actor's clock offset against the server (None: not measured).
+
+    Ray's own cost over the window, measured by the driver with psutil on its own machine
+    (``overhead_processes`` processes): CPU seconds of every Ray process there (GCS, raylet,
+    agents, monitors, idle workers, the driver itself) plus, in each actor process, the CPU of
+    the threads Ray had running before the job started (its core worker, gRPC and event-loop
+    threads, not the job's own thread that runs the clients); RSS at the window's end of those
+    processes, the actors' left out (their memory holds the clients). Not counted: Ray
+    processes on other machines, and what Ray's threads in an actor share with the job (the
+    GIL, caches).
+    """
+
+    name: Literal["ray"]
+    version: str
+    nodes: list[str]
+    node_addresses: list[str]
+    actors: int
+    clients_per_actor: list[int]
+    clocks: list[ClockOffset | None]
+    overhead_cpu_s: float
+    overhead_rss_bytes: int
+    overhead_processes: int
+
+
 class WorkerReady(msgspec.Struct, frozen=True, tag="ready"):
     at_ns: int
     connected: int
@@ -238,6 +269,9 @@ class WorkerResult(msgspec.Struct, frozen=True, kw_only=True, tag="result"):
     #: The offset applied to every latency and its error bound (None: the job gave no
     #: ``clock_port``, the latencies are on this host's clock).
     clock: ClockOffset | None = None
+    #: The engine that ran the clients when it was not the built-in worker (Ray: what ran
+    #: where, and what Ray itself cost).
+    engine: EngineRecord | None = None
 
 
 WorkerLine = WorkerReady | WorkerResult
