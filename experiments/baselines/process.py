@@ -13,7 +13,13 @@ import sys
 import msgspec
 
 from experiments.baselines import Pusher
-from experiments.run.processes import LOOPBACK, HarnessError, Placement, ServerProcess
+from experiments.run.processes import (
+    LOOPBACK,
+    HarnessError,
+    Placement,
+    ServerProcess,
+    settle_teardowns,
+)
 from experiments.worker.schema import ServerUsage
 from model.ledger import DeliveryCounts
 from transports.settings import Settings
@@ -96,6 +102,7 @@ async def measure_pusher(
 ) -> BaselineResult:
     """Serve and read one pusher for warm-up + window (both sides where ``place`` says: on
     an emulated path, the same namespaces as the transport's); the reader's JSON result."""
+    await settle_teardowns()  # nothing shuts down or starts up beside a measurement
     async with PusherServer(
         pusher, seed=seed, p=p, ready_timeout_s=ready_timeout_s, place=place
     ) as server:

@@ -24,7 +24,8 @@ kill stragglers on the way out whatever happened.
 Leaving a server's ``async with`` block does not wait for its teardown: the SIGTERM-and-reap
 runs in the background (while the next server starts), and a client worker first waits for
 every pending teardown (:func:`settle_teardowns`), so no measurement ever runs beside a server
-that is still shutting down.
+that is still shutting down, nor beside a spare client worker still starting up
+(:func:`starting_up`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 import psutil
@@ -64,6 +65,7 @@ __all__ = [
     "reap",
     "settings_document",
     "settle_teardowns",
+    "starting_up",
     "tail",
 ]
 
@@ -120,10 +122,21 @@ async def reap(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
 _TEARDOWNS: set[asyncio.Task[None]] = set()
 
 
+#: Start-ups running in the background (a spare client worker importing everything).
+_STARTUPS: set[asyncio.Task[Any]] = set()
+
+
+def starting_up(task: asyncio.Task[Any]) -> None:
+    """Count ``task`` as a background start-up until it is done (see :func:`settle_teardowns`)."""
+    _STARTUPS.add(task)
+    task.add_done_callback(_STARTUPS.discard)
+
+
 async def settle_teardowns() -> None:
-    """Wait until every server handed to the background teardown has exited."""
-    while _TEARDOWNS:
-        await asyncio.gather(*list(_TEARDOWNS), return_exceptions=True)
+    """Wait until every server handed to the background teardown has exited and every
+    background start-up has finished: neither runs beside a measurement."""
+    while _TEARDOWNS or _STARTUPS:
+        await asyncio.gather(*list(_TEARDOWNS), *list(_STARTUPS), return_exceptions=True)
 
 
 def tail(log: IO[bytes], limit: int = 2000) -> str:

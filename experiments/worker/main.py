@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     # ``kill -USR1 PID`` prints every thread's stack to stderr: how a hung worker is diagnosed.
     faulthandler.register(signal.SIGUSR1)
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--spare"]:
+        # A spare, started ahead of need: say that the imports are done, then wait for a job.
+        print("spare", flush=True)
+        args = []
     text = args[0] if args else sys.stdin.read()
     if not text.strip():
         return 0  # a spare worker dismissed without a job

@@ -10,7 +10,10 @@ ones. A result from a worker that ran on another event loop than its job's ``loo
 
 A worker process is spawned ahead of need (:data:`PRESPAWN`): it imports everything, then
 blocks reading its job from stdin, so the next ClientProcess skips the interpreter start and
-imports (about a second on a loaded 2-core machine).
+imports (about a second on a loaded 2-core machine). It is spawned only when no ClientProcess
+is running, and a measurement starts only once its imports are done (it says ``spare``;
+:func:`~experiments.run.processes.settle_teardowns`): a second of CPU beside a worker or a
+pusher that is measuring would skew what it measures.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from typing import IO
 
 import msgspec
 
-from experiments.run.processes import LIVE, HarnessError, reap, settle_teardowns, tail
+from experiments.run.processes import (
+    LIVE,
+    HarnessError,
+    reap,
+    settle_teardowns,
+    starting_up,
+    tail,
+)
 from experiments.worker.schema import (
     ClientJob,
     WorkerReady,
@@ -46,16 +56,21 @@ _spare: tuple[asyncio.Task[asyncio.subprocess.Process], str] | None = None
 #: Off by default (a test's event loop should not be left a spawning task); the CLI turns it
 #: on for the run and calls :func:`discard_spare` at the end.
 PRESPAWN = {"enabled": False}
+#: ClientProcesses started and not yet closed: the spare is prepared when none runs.
+_running = 0
 #: pid -> (log file of a spare worker, the ClientProcess log it belongs to).
 _SPARE_LOGS: dict[int, tuple[str, IO[bytes]]] = {}
 
 
 #: The module a worker process runs by default.
 WORKER_MODULE = "experiments.worker"
+#: ``python -m experiments.worker --spare``: print ``spare`` once imported, then read the job.
+SPARE_FLAG = "--spare"
+SPARE_START_TIMEOUT_S = 30.0
 
 
 async def _spawn_worker(
-    log_path: str, prefix: Sequence[str] = (), module: str = WORKER_MODULE
+    log_path: str, prefix: Sequence[str] = (), module: str = WORKER_MODULE, *args: str
 ) -> asyncio.subprocess.Process:
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -63,6 +78,7 @@ async def _spawn_worker(
             sys.executable,
             "-m",
             module,
+            *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -79,11 +95,24 @@ def _new_log_path() -> str:
     return path
 
 
+async def _spawn_spare(log_path: str) -> asyncio.subprocess.Process:
+    """A worker that says ``spare`` once it has imported everything, then waits for a job."""
+    proc = await _spawn_worker(log_path, (), WORKER_MODULE, SPARE_FLAG)
+    assert proc.stdout is not None
+    # Its start-up is done when it says so (or dies: whoever takes it then learns why).
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SPARE_START_TIMEOUT_S):
+            await proc.stdout.readline()
+    return proc
+
+
 def _prepare_spare() -> None:
     global _spare
     if _spare is None and PRESPAWN["enabled"]:
         path = _new_log_path()
-        _spare = (asyncio.create_task(_spawn_worker(path)), path)
+        task = asyncio.create_task(_spawn_spare(path))
+        starting_up(task)  # no measurement starts before its imports are done
+        _spare = (task, path)
 
 
 async def _take_spare(log: IO[bytes]) -> asyncio.subprocess.Process:
@@ -156,6 +185,8 @@ class ClientProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._result: WorkerResult | None = None
+        #: Whether it counts among the running (:data:`_running`) until closed.
+        self._counted = False
 
     @property
     def pid(self) -> int:
@@ -178,7 +209,9 @@ class ClientProcess:
         proc.stdin.write(self.payload)
         await proc.stdin.drain()
         proc.stdin.close()
-        _prepare_spare()
+        global _running
+        _running += 1
+        self._counted = True
 
     async def _line(self) -> WorkerReady | WorkerResult:
         assert self._proc is not None and self._proc.stdout is not None
@@ -244,6 +277,14 @@ class ClientProcess:
         if self._proc is not None:
             await reap(self._proc, 2.0)
             _collect_log(self._proc.pid)
+        if self._counted:
+            global _running
+            self._counted = False
+            _running -= 1
+            if not _running:
+                # Only now: a spare starting (an interpreter and every import, about a second
+                # of CPU) beside a worker that is measuring would skew what it measures.
+                _prepare_spare()
         if self._log is not None:
             self._log.close()
             self._log = None
