@@ -82,9 +82,11 @@ class Fanout:
     max_repeats: int | None = None
     knobs: Mapping[str, FanoutKnobs] = {
         "quick": FanoutKnobs(clients=(1, 10, 100), rate_hz=10.0, warmup_s=0.2, duration_s=0.5),
-        # x1,000 for 0.5 s: 5,000 samples per repeat; x100: 1,500 pooled over 3 repeats.
-        # One client is the latency scenario's (the full profile keeps x1 here too).
-        "default": FanoutKnobs(clients=(10, 100, 1000), rate_hz=10.0, warmup_s=0.2, duration_s=0.5),
+        # x1,000 for 2 s: 20 publishes and 20,000 samples per repeat (at 0.5 s, 5 publishes
+        # made the p99 one publish's spread, and one pause anywhere decided it); x100: 6,000
+        # pooled over 3 repeats. One client is the latency scenario's (the full profile keeps
+        # x1 here too).
+        "default": FanoutKnobs(clients=(10, 100, 1000), rate_hz=10.0, warmup_s=0.5, duration_s=2.0),
         # x10,000 (issue 13): 5,000 clients in each of two workers, one descriptor each.
         "full": FanoutKnobs(
             clients=(1, 10, 100, 1000, 10000), rate_hz=10.0, warmup_s=2.0, duration_s=10.0
