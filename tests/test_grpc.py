@@ -102,7 +102,7 @@ def test_the_service_is_the_one_the_design_names() -> None:
     assert (method.input_type.name, method.output_type.name) == ("ResumeToken", "Sample")
     assert method.server_streaming and not method.client_streaming
     # The same four fields as the model's sample, by name.
-    assert [f.name for f in pb.Sample.DESCRIPTOR.fields] == list(Sample.__dataclass_fields__)
+    assert [f.name for f in pb.Sample.DESCRIPTOR.fields] == list(Sample.__struct_fields__)
 
 
 # -- messages and tokens (pure) -----------------------------------------------------------------
