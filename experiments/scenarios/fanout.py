@@ -20,7 +20,7 @@ from experiments.scenarios.scenario import Column, Kind, latency_column, latency
 from experiments.worker.schema import ClientGroup
 from transports.registry import get
 
-__all__ = ["FANOUT", "Fanout", "FanoutKnobs", "split_clients"]
+__all__ = ["FANOUT", "Fanout", "FanoutKnobs", "connect_timeout_s", "split_clients"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,12 @@ class FanoutKnobs:
     def rate_for(self, clients: int) -> float:
         """The publish rate ``clients`` clients read at."""
         return self.large_rate_hz if clients >= self.large_from else self.rate_hz
+
+
+def connect_timeout_s(clients: int) -> float:
+    """How long N clients may take to connect: a minute, plus 5 ms a client (10,000
+    WebSocket handshakes took over a minute on 2 cores, the clients' own beside the server's)."""
+    return 60.0 + 0.005 * clients
 
 
 def split_clients(clients: int, k: FanoutKnobs) -> list[int]:
@@ -134,7 +140,7 @@ class Fanout:
                         (ClientGroup(n),),
                         warmup_s=k.warmup_s,
                         duration_s=k.duration_s,
-                        connect_timeout_s=60.0,
+                        connect_timeout_s=connect_timeout_s(n),
                         server_pid=server.pid,
                         server_port=server.port,
                         clock_port=clock_port_of(server),
@@ -148,7 +154,7 @@ class Fanout:
                                 (ClientGroup(share),),
                                 warmup_s=k.warmup_s,
                                 duration_s=k.duration_s,
-                                connect_timeout_s=60.0,
+                                connect_timeout_s=connect_timeout_s(n),
                                 server_pid=server.pid if i == 0 else None,
                             )
                         )
