@@ -236,24 +236,24 @@ A_HEAD, _, A_TAIL = a.partition(b",")  # one sample cut at a comma into two line
 HEARTBEAT = encode_heartbeat(5).rstrip(b"\n")
 
 
-@pytest.mark.parametrize(
-    "lines",
-    [
-        [],
-        [a],
-        [a, b, c],
-        [a, HEARTBEAT, b],
-        [a, encode_error("bye")[:-1]],
-        [a, b""],
-        [a, b" " + b],
-        # A sample spread over two lines, balanced by a line holding two samples: the joined
-        # text decodes as three samples, as many as there are lines. Still malformed.
-        [A_HEAD, A_TAIL, b + b"," + c],
-        [b + b"," + c, A_HEAD, A_TAIL],
-        [a + b",", b],
-        [a + b"]", b"[" + b],
-    ],
-)
+#: Runs of lines a batched decoder could get wrong.
+MIXED_LINES = [
+    [a],
+    [a, b, c],
+    [a, HEARTBEAT, b],
+    [a, encode_error("bye")[:-1]],
+    [a, b""],
+    [a, b" " + b],
+    # A sample spread over two lines, balanced by a line holding two samples: the joined
+    # text decodes as three samples, as many as there are lines. Still malformed.
+    [A_HEAD, A_TAIL, b + b"," + c],
+    [b + b"," + c, A_HEAD, A_TAIL],
+    [a + b",", b],
+    [a + b"]", b"[" + b],
+]
+
+
+@pytest.mark.parametrize("lines", [[], *MIXED_LINES])
 def test_batched_decoding_is_as_strict_as_line_by_line(lines: list[bytes]) -> None:
     assert _batched(lines) == _one_by_one(lines)
 
@@ -284,23 +284,7 @@ def _outcome(pair: tuple[list[Sample], Exception | None]) -> tuple[list[Sample],
     return samples, None if error is None else f"{type(error).__name__}: {error}"
 
 
-@pytest.mark.parametrize(
-    "lines",
-    [
-        [a],
-        [a, b, c],
-        [a, HEARTBEAT, b],
-        [a, encode_error("bye")[:-1]],
-        [a, b""],
-        [a, b" " + b],
-        [A_HEAD, A_TAIL, b + b"," + c],
-        [b + b"," + c, A_HEAD, A_TAIL],
-        [a + b",", b],
-        [a + b"]", b"[" + b],
-        [a + b"\r", b + b"\r"],
-        [b"{not json", a],
-    ],
-)
+@pytest.mark.parametrize("lines", [*MIXED_LINES, [a + b"\r", b + b"\r"], [b"{not json", a]])
 def test_a_block_decodes_as_its_lines_do(lines: list[bytes]) -> None:
     """What tcp and webtransport read (a chunk's complete lines, unsplit) decodes to what the
     same lines give one by one: the samples before whatever ended them, and that error."""
