@@ -42,6 +42,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from model.errors import (
+    ConnectionLost,
     FrameTooLarge,
     NotThisProtocol,
     PeerSilent,
@@ -277,6 +278,10 @@ class _Samples(SampleStream):
                     if silent is None:
                         raise
                     raise silent from exc
+                except (aiohttp.ClientError, ConnectionError) as exc:
+                    # Answering a ping on a connection the peer is closing raises
+                    # ClientConnectionResetError ("Cannot write to closing transport").
+                    raise ConnectionLost(f"connection failed: {exc!r}") from exc
                 finally:
                     watch.waiting = False
                 kind = msg.type
