@@ -478,6 +478,10 @@ async def connect(
         )
     except InvalidHandshake as exc:
         raise _handshake_error(url, exc) from exc
+    except ConnectionClosed as exc:
+        # The connection went during the opening handshake (an overloaded server dropping
+        # it): websockets says so with ConnectionClosedError, not an InvalidHandshake.
+        raise ServerUnavailable(f"the connection to {url} closed during the handshake") from exc
     except TimeoutError as exc:
         limit = settings.connect_timeout_s
         raise ServerUnavailable(f"no answer to the handshake at {url} within {limit:g} s") from exc
