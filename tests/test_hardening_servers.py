@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 import socket
 import struct
 import subprocess
@@ -291,18 +290,35 @@ async def test_unknown_query_parameters_are_ignored_and_repeated_ones_refused() 
 def _serve(
     name: str, *args: str, nofile: tuple[int, int] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``serve NAME`` in a subprocess (with ``nofile`` as its RLIMIT_NOFILE); its start line."""
+    """``serve NAME`` in a subprocess (with ``nofile`` as its RLIMIT_NOFILE); its start line.
 
-    def limit() -> None:
-        if nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
-
+    The limit is set by a small Python that then execs the server, not by a ``preexec_fn``:
+    forking this test process, which may hold grpc's threads from other tests, runs grpc's
+    fork handlers in the child, and their complaints landed in the server's stderr."""
+    prefix: list[str] = []
+    if nofile is not None:
+        soft, hard = nofile
+        prefix = [
+            sys.executable,
+            "-c",
+            "import os, resource, sys; "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+        ]
     proc = subprocess.Popen(
-        [*CLI, "serve", name, "--port", "0", "--ready-json", *args],
+        [
+            *prefix,
+            *(CLI[1:] if prefix else CLI),
+            "serve",
+            name,
+            "--port",
+            "0",
+            "--ready-json",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=limit,
     )
     try:
         assert proc.stdout is not None
