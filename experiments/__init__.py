@@ -28,6 +28,7 @@ The layout, one folder per concern:
   its error bound: latencies across hosts;
 - ``ray_engine/`` — ``--engine ray``: the clients as Ray actors over a cluster (a driver that
   speaks the worker's lines, the actors, placement, merging, the cluster the run starts);
+- ``sigint.py`` — teardown that a second Ctrl-C cannot cut short (network paths, Ray nodes);
 - ``histogram.py`` — HDR latency histograms, mergeable across clients, workers and repeats.
 """
 

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]
@@ -61,6 +59,7 @@ from experiments.network.layout import (
 )
 from experiments.network.profiles import Profile, get_profile
 from experiments.network.shaping import tbf_parameters
+from experiments.sigint import sigint_held
 
 __all__ = ["NetworkPath", "interface_index"]
 
@@ -189,7 +188,7 @@ class NetworkPath:
         except BaseException:
             # The build's own error stays the one raised, unless teardown leaves something
             # behind (LeftoverError), which the caller must hear about first.
-            with _sigint_held():
+            with sigint_held():
                 self._teardown()
             raise
         return self
@@ -201,7 +200,7 @@ class NetworkPath:
         tb: TracebackType | None,
     ) -> None:
         if self.namespaced:
-            with _sigint_held():
+            with sigint_held():
                 self._teardown()
 
     def _teardown(self) -> None:
@@ -528,19 +527,3 @@ async def _address(ipr: AsyncIPRoute, ifname: str, address: str, prefixlen: int)
     index = await interface_index(ipr, ifname)
     await ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     await ipr.link("set", index=index, state="up")
-
-
-@contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """Hold SIGINT (delivered after the block) so a second Ctrl-C cannot cut teardown short.
-
-    Only the main thread receives signals in Python; elsewhere there is nothing to hold.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

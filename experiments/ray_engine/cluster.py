@@ -43,13 +43,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 import psutil
 
 from experiments.network import NetworkPath
 from experiments.ray_engine.address import parse_address, route_source
+from experiments.sigint import sigint_held
 
 __all__ = ["OBJECT_STORE_BYTES", "RAY_ENV", "STOP_TIMEOUT_S", "RayCluster", "RayClusterError"]
 
@@ -170,19 +171,6 @@ class _Node:
                 return f.read().strip()
         except OSError as exc:
             raise RayClusterError(f"the Ray head wrote no address: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """Hold SIGINT (delivered after the block) so a second Ctrl-C cannot cut teardown short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class RayCluster:
@@ -306,7 +294,7 @@ class RayCluster:
             for node in self._workers:
                 await node.wait_started(START_TIMEOUT_S)
         except BaseException:
-            with _sigint_held():
+            with sigint_held():
                 self._teardown()
             raise
         return self
@@ -317,7 +305,7 @@ class RayCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with _sigint_held():
+        with sigint_held():
             self._teardown()
 
     def _teardown(self) -> None:
