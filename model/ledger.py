@@ -128,7 +128,7 @@ class DeliveryLedger:
     def _record_run(
         self, samples: Sequence[Sample], epoch: str, start: int, stop: int, connection: int
     ) -> bool:
-        """Account for a run at once; False (nothing changed) when it must go one by one."""
+        """Account for a run at once; False (nothing counted yet) when it must go one by one."""
         if connection != self._connection:
             self._connection = connection
             self._highest_on_connection.clear()
