@@ -14,7 +14,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from experiments.network import NetworkPath
 from experiments.results import Environment
+from experiments.run.processes import ServerProcess
+from experiments.run.profiles import EXPERIMENT_SETTINGS
 from model.ledger import DeliveryLedger
 from model.sample import Sample
 from model.source import BernoulliSource
@@ -211,3 +214,18 @@ ENVIRONMENT = Environment(
     git_dirty=None,
     argv=[],
 )
+
+
+def clocked_tcp_server_on(path: NetworkPath, rate_hz: float) -> ServerProcess:
+    """A tcp server with a clock endpoint in ``path``'s server namespace, probed for readiness
+    from its first client namespace (not started)."""
+    ns = path.client_ns[0]
+    return ServerProcess(
+        "tcp",
+        rate_hz=rate_hz,
+        settings=EXPERIMENT_SETTINGS,
+        clock=True,
+        host=path.server_addr,
+        exec_prefix=path.exec_prefix(path.server_ns),
+        connect=lambda host, port: path.open_connection(ns, host, port),
+    )

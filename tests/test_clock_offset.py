@@ -38,6 +38,7 @@ from experiments.run.processes import ServerProcess, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult, decode_line, encode
+from tests.support import clocked_tcp_server_on
 from transports.announce import Announcement, Ready, parse_announcement
 from transports.clock_endpoint import (
     REPLY_SIZE,
@@ -427,15 +428,7 @@ async def test_across_an_emulated_wan_the_estimate_holds_within_its_wider_bound(
     the 40 ms path the bound widens to half its round trip, and zero stays within it."""
     async with NetworkPath("wan") as path:
         ns = path.client_ns[0]
-        server = ServerProcess(
-            "tcp",
-            rate_hz=100.0,
-            settings=EXPERIMENT_SETTINGS,
-            clock=True,
-            host=path.server_addr,
-            exec_prefix=path.exec_prefix(path.server_ns),
-            connect=lambda host, port: path.open_connection(ns, host, port),
-        )
+        server = clocked_tcp_server_on(path, 100.0)
         await server.start()
         try:
             assert server.clock_port is not None

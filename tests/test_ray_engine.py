@@ -46,6 +46,7 @@ from experiments.worker.schema import (
     WorkerResult,
 )
 from model.ledger import DeliveryCounts, PosteriorError
+from tests.support import clocked_tcp_server_on
 from transports.settings import Settings
 
 # Real Ray clusters are CPU-heavy for a while: one at a time under ``pytest -n 2``.
@@ -446,16 +447,7 @@ async def test_actors_on_two_simulated_hosts_reach_the_server_across_the_path() 
         cluster = RayCluster.on_path(path, hosts=2)
         async with cluster:
             family = _family(cluster.ray_pids)
-            ns = path.client_ns[0]
-            server = ServerProcess(
-                "tcp",
-                rate_hz=20.0,
-                settings=EXPERIMENT_SETTINGS,
-                clock=True,
-                host=path.server_addr,
-                exec_prefix=path.exec_prefix(path.server_ns),
-                connect=lambda host, port: path.open_connection(ns, host, port),
-            )
+            server = clocked_tcp_server_on(path, 20.0)
             async with server:
                 job = _job(server, path.server_addr, 100, server_netns=path.server_ns)
                 async with ray_clients(job, cluster) as clients:
