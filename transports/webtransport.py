@@ -100,6 +100,7 @@ from transports.ndjson import (
 )
 from transports.options import Options
 from transports.origins import OriginPolicy
+from transports.quic_io import BurstReading
 from transports.rejections import SHUTTING_DOWN, rejection, rejection_text
 from transports.resume import ResumeToken
 from transports.sample_stream import BatchedSampleStream
@@ -533,8 +534,9 @@ class _ServerConnection(QuicConnectionProtocol):
 # -- client ---------------------------------------------------------------------------------
 
 
-class _ClientConnection(QuicConnectionProtocol):
-    """The client's QUIC connection: the CONNECT's answer, then the session's data stream."""
+class _ClientConnection(BurstReading):
+    """The client's QUIC connection: the CONNECT's answer, then the session's data stream
+    (read a burst of datagrams at a time, :mod:`transports.quic_io`)."""
 
     def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None):
         super().__init__(quic, stream_handler)
