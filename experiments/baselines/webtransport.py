@@ -28,6 +28,7 @@ from experiments.baselines.lines import decode_lines, encode_batch
 from experiments.baselines.sink import Sink
 from model.source import BernoulliSource
 from transports.certs import local_authority
+from transports.quic_io import BurstReading
 
 __all__ = ["read", "start_server"]
 
@@ -103,13 +104,26 @@ async def start_server(
     return bound, stop
 
 
-class _Reader(QuicConnectionProtocol):
+class _Reader(BurstReading):
+    """Reads a burst of datagrams at a time and decodes what the burst brought together, as
+    the transport's client does (:mod:`transports.quic_io`), so the two compare like with
+    like."""
+
     def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None):
         super().__init__(quic, stream_handler)
         self.h3 = H3Connection(quic, enable_webtransport=True)
         self.sink: Sink | None = None
         self.buffer = b""
+        self.arrived: list[bytes] = []
         self.ended = asyncio.Event()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if self.arrived and self.sink is not None:
+            *lines, self.buffer = b"".join([self.buffer, *self.arrived]).split(b"\n")
+            self.arrived.clear()
+            if lines:
+                self.sink.take_batch(decode_lines(lines))
 
     def quic_event_received(self, event: QuicEvent) -> None:
         for h3_event in self.h3.handle_event(event):
@@ -117,9 +131,7 @@ class _Reader(QuicConnectionProtocol):
 
     def _h3_event(self, event: H3Event) -> None:
         if isinstance(event, WebTransportStreamDataReceived) and self.sink is not None:
-            *lines, self.buffer = (self.buffer + event.data).split(b"\n")
-            if lines:
-                self.sink.take_batch(decode_lines(lines))
+            self.arrived.append(event.data)
             if event.stream_ended:
                 self.ended.set()
 
