@@ -332,13 +332,13 @@ async def connect(
             raise ServerUnavailable(f"{url} closed the connection without an answer") from exc
         except aiohttp.ClientResponseError as exc:  # WSServerHandshakeError is one
             raise _handshake_error(url, exc) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise unreachable(f"no WebSocket server at {url}", exc) from exc
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # before OSError, of which it is one
             limit = settings.connect_timeout_s
             raise ServerUnavailable(
                 f"no answer to the handshake at {url} within {limit:g} s"
             ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise unreachable(f"no WebSocket server at {url}", exc) from exc
         watch = ReadWatchdog(settings.dead_after_s)
         samples = _Samples(ws, watch)
         try:
