@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import signal
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from transports.gc_policy import (
     AS_IT_COMES,
     FREEZE_THRESHOLDS,
     UnknownGc,
+    collector_held,
     parse_gcs,
     policy_words,
 )
@@ -230,3 +233,31 @@ def test_a_quick_run_under_both_policies(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert report.count("## Garbage collector") == 1
     assert "gc_freeze: after start-up gc.collect(), gc.freeze()" in report
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_the_collector_is_held_off_for_a_start_up_then_collects_and_runs_again() -> None:
+    assert gc.isenabled()
+    gone: list[bool] = []
+    with collector_held():
+        assert not gc.isenabled()
+        cycle = _Cycle()
+        weakref.finalize(cycle, gone.append, True)
+        del cycle  # cyclic garbage: only a collection frees it
+        assert gone == []
+    assert gone == [True]
+    assert gc.isenabled()
+
+
+def test_a_collector_that_was_off_stays_off_after_a_start_up() -> None:
+    gc.disable()
+    try:
+        with collector_held():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -56,7 +56,7 @@ from transports import client as stream
 from transports.backoff import Backoff
 from transports.contract import Transport
 from transports.failures import failure_kind
-from transports.gc_policy import apply_gc
+from transports.gc_policy import apply_gc, collector_held
 from transports.limits import fd_limit, raise_fd_limit
 from transports.loops import run as run_on_loop
 from transports.loops import running_loop_name
@@ -289,7 +289,8 @@ async def run_job(
     tasks = [asyncio.create_task(c.run()) for c in clients]
     stopping = asyncio.create_task(stop.wait())
     try:
-        with contextlib.suppress(TimeoutError):
+        # Connecting is start-up: with the collector held off (see transports.gc_policy).
+        with collector_held(), contextlib.suppress(TimeoutError):
             async with asyncio.timeout(job.connect_timeout_s):
                 for c, task in zip(clients, tasks, strict=True):
                     # A client that gave up for good (a certificate it refuses, a server
