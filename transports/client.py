@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from model.errors import ConnectionLost, ServerUnavailable, StreamError, WaitExpired
 from model.sample import Sample, SampleRun, as_run
+from transports.admission import Admission
 from transports.backoff import Backoff
 from transports.contract import Transport
 from transports.failures import FailureKind, failure_kind
@@ -106,6 +107,7 @@ class StreamClient:
         on_event: Callable[[ClientEvent], None] | None = None,
         initial_wait_s: float | None = None,
         token: ResumeToken | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.transport = transport
         self.host, self.port = host, port
@@ -113,6 +115,9 @@ class StreamClient:
         self.options = transport.options if options is None else options
         self._on_event = on_event
         self._initial_wait_s = initial_wait_s
+        #: Held around each connect attempt until the first connection is made: a process
+        #: starting thousands of clients bounds the handshakes it has in flight.
+        self._admission = admission
         # The newest (epoch, seq) received, kept as plain fields: a token object per sample
         # would cost more than the rest of the receive path.
         self._epoch: str | None = token.epoch if token else None
@@ -186,14 +191,16 @@ class StreamClient:
             delivered = fresh = 0
             connected = False
             async with contextlib.AsyncExitStack() as stack:
+                turn = self._admission if self._admission and not self.connection else None
                 try:
-                    stream: AsyncIterator[Sample] = await first(
-                        stack.enter_async_context(
-                            self.transport.connect(
-                                self.host, self.port, offered, self.settings, self.options
+                    async with turn or contextlib.nullcontext():
+                        stream: AsyncIterator[Sample] = await first(
+                            stack.enter_async_context(
+                                self.transport.connect(
+                                    self.host, self.port, offered, self.settings, self.options
+                                )
                             )
                         )
-                    )
                 except WaitExpired:
                     raise
                 except StreamError as exc:

@@ -53,6 +53,7 @@ from model.ledger import DeliveryLedger
 from model.sample import Sample, SampleRun
 from model.source import BernoulliSource
 from transports import client as stream
+from transports.admission import Admission
 from transports.backoff import Backoff
 from transports.contract import Transport
 from transports.failures import failure_kind
@@ -99,8 +100,11 @@ class _Client:
         job: ClientJob,
         window: _Window,
         latencies: list[int],
+        admission: Admission,
     ) -> None:
         self.index, self.group, self.transport, self.job = index, group, transport, job
+        #: Shared by the worker's clients: their first connect attempts in flight at once.
+        self.admission = admission
         self.options = options
         self.window = window
         self.connected = asyncio.Event()
@@ -146,6 +150,7 @@ class _Client:
             job.settings,
             self.options,
             on_event=self._on_event,
+            admission=self.admission,
         )
         slow_rate = self.group.read_rate_hz if self.group.role == "slow" else 0.0
         paced_from = time.monotonic()
@@ -275,10 +280,13 @@ async def run_job(
     )
     by_role: dict[str, list[int]] = {}
     clients: list[_Client] = []
+    admission = Admission(job.connect_concurrency)
     for group in job.groups:
         latencies = by_role.setdefault(group.role, [])
         for _ in range(group.count):
-            clients.append(_Client(len(clients), group, transport, options, job, window, latencies))
+            clients.append(
+                _Client(len(clients), group, transport, options, job, window, latencies, admission)
+            )
     # Across hosts, read every latency on the server's clock: the offset is measured before
     # any client loads the path (a short round trip makes a tight bound).
     clock: ClockOffset | None = None

@@ -28,7 +28,7 @@ a few hundred bytes however many samples they hold.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -99,6 +99,11 @@ class ClientJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     keep_latencies: bool = True
     #: How long to wait for every client's first connection before saying ready anyway.
     connect_timeout_s: float = 30.0
+    #: Clients' first connect attempts in flight at once in this worker (its start-up),
+    #: each a bounded handshake: thousands started at once would queue behind each other in
+    #: the server's accept queue past their connect timeout, and every retry adds to it.
+    #: Reconnects later in the run are not held.
+    connect_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 128
     #: Optional server pid: the worker samples its CPU, RSS and I/O at the window's edges.
     server_pid: int | None = None
     #: The server's own port (not a proxy's): its sockets' byte counters are read too.
