@@ -63,15 +63,15 @@ from transports.http_sniffing import request_errors, sniffing_transport
 from transports.hub import Hub, Subscription
 from transports.ndjson import (
     LineSplitter,
-    ServerError,
-    decode_server_lines,
     encode_heartbeat,
     encode_sample_lines,
+    server_block,
 )
 from transports.options import NoOptions, Options
 from transports.origins import OriginPolicy
 from transports.rejections import http_refusal
 from transports.resume import ResumeToken, parse_query, query_parameters
+from transports.sample_stream import BatchedSampleStream
 from transports.settings import Settings
 from transports.sockets import url_host
 from transports.tls import HTTP1, client_ssl
@@ -287,7 +287,11 @@ async def _check(response: httpx.Response) -> None:
         )
 
 
-async def _samples(response: httpx.Response, settings: Settings) -> AsyncGenerator[Sample, None]:
+async def _batches(
+    response: httpx.Response, settings: Settings
+) -> AsyncGenerator[list[Sample], None]:
+    """The samples of each chunk of the body, decoded together (one msgspec call for a block
+    of sample lines, as tcp's client does), one list per chunk that held any."""
     splitter = LineSplitter(settings.max_message_bytes)
     chunks = aiter(response.aiter_raw())
     seconds = settings.dead_after_s
@@ -298,12 +302,14 @@ async def _samples(response: httpx.Response, settings: Settings) -> AsyncGenerat
             return  # the body ended: the server closed the stream
         except httpx.TransportError as exc:
             raise ConnectionLost(f"{type(exc).__name__}: {exc or 'connection broken'}") from exc
-        for line in decode_server_lines(splitter.feed(chunk)):
-            if type(line) is Sample:
-                yield line
-            elif isinstance(line, ServerError):
-                raise ServerRefused(f"server closed the stream: {line.message}")
-            # a Heartbeat: its arrival reset the read deadline
+        block = splitter.feed_block(chunk)
+        if block is not None:
+            # Heartbeats only reset the read deadline, which their arrival already did.
+            samples, error = server_block(block, "stream")
+            if samples:
+                yield samples  # those before a bad line or an error line were received too
+            if error is not None:
+                raise error
         # A read from a full buffer completes without suspending: yield to the loop once per
         # chunk, or a busy stream would starve every other task of this process.
         await asyncio.sleep(0)
@@ -329,12 +335,12 @@ async def connect(
                     client.stream("GET", url + _query(token), headers=headers)
                 )
                 await _check(response)
-        samples = _samples(response, settings)
+        samples = BatchedSampleStream(_batches(response, settings))
         stack.push_async_callback(_close, samples)
         yield samples
 
 
-async def _close(samples: AsyncGenerator[Sample, None]) -> None:
+async def _close(samples: BatchedSampleStream) -> None:
     # RuntimeError: the generator is running in another task and cannot be closed from here;
     # the response is closed right after, which ends the read it is waiting in.
     with contextlib.suppress(RuntimeError):

@@ -1,5 +1,6 @@
 """Minimal HTTP streaming pusher: a starlette ``StreamingResponse`` of NDJSON under uvicorn,
-read line by line with httpx's ``aiter_lines``.
+read by httpx a chunk at a time, each chunk's complete lines decoded at once (as the
+http-stream transport's client reads).
 
 The server yields a batch of lines per chunk, the wire bytes of the http-stream transport.
 """
@@ -20,9 +21,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from experiments.baselines import BATCH
-from experiments.baselines.lines import encode_batch
+from experiments.baselines.lines import decode_lines, encode_batch
 from experiments.baselines.sink import Sink
-from model.sample import decode_sample
 from model.source import BernoulliSource
 
 __all__ = ["read", "start_server"]
@@ -67,5 +67,7 @@ async def read(host: str, port: int, epoch: str, sink: Sink) -> None:
         httpx.AsyncClient(timeout=None) as client,
         client.stream("GET", f"http://{host}:{port}/stream") as response,
     ):
-        async for line in response.aiter_lines():
-            sink.take(decode_sample(line))
+        buffer = b""
+        async for chunk in response.aiter_raw():
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            sink.take_batch(decode_lines(lines))
