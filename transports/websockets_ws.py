@@ -35,7 +35,8 @@ connection (a system call each while the socket keeps up), where tornado-ws and 
 write a whole batch at once.
 
 Client: ``websockets.asyncio.client.connect`` with the same pings, no proxy, no compression,
-plus the shared read deadline on every ``recv()``.
+plus the dead-peer deadline of a read watchdog (:mod:`transports.read_watchdog`: a timer, no
+work per message), each message read as bytes (``recv(decode=False)``) for msgspec.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ from websockets.protocol import State
 
 from model.errors import (
     NotThisProtocol,
-    PeerSilent,
     ProtocolError,
     ServerRefused,
     ServerUnavailable,
@@ -76,11 +76,11 @@ from model.errors import (
 )
 from model.sample import Sample, decode_sample, encode_sample
 from transports.contract import Features, Transport
-from transports.deadline import ReadDeadline
 from transports.failures import unreachable
 from transports.hub import Hub, Subscription
 from transports.options import NoOptions, Options
 from transports.origins import OriginPolicy
+from transports.read_watchdog import ReadWatchdog
 from transports.rejections import SHUTTING_DOWN
 from transports.resume import ResumeToken
 from transports.sample_stream import SampleStream
@@ -404,16 +404,21 @@ async def _close_within(connection: ServerConnection, error: StreamError) -> Non
 class _Samples(SampleStream):
     """One connection's samples, remembering whether the stream broke."""
 
-    def __init__(self, connection: ClientConnection, deadline: ReadDeadline) -> None:
-        self._connection, self._deadline = connection, deadline
+    def __init__(self, connection: ClientConnection, watch: ReadWatchdog) -> None:
+        self._connection, self._watch = connection, watch
         super().__init__()
 
     async def _read(self) -> AsyncGenerator[Sample, None]:
-        read, recv = self._deadline.read, self._connection.recv
+        recv, watch = self._connection.recv, self._watch
+        watch.start()
         try:
             while True:
+                # The dead-peer deadline: three stores per message, a timer does the rest.
+                watch.reads += 1
+                watch.waiting = True
                 try:
-                    message = await read(recv())
+                    # Bytes, not str: msgspec decodes JSON from bytes (websockets' own advice).
+                    message = await recv(decode=False)
                 except ConnectionClosed as exc:
                     rcvd, sent = exc.rcvd, exc.sent
                     raise close_error(
@@ -421,13 +426,18 @@ class _Samples(SampleStream):
                         rcvd.reason if rcvd else None,
                         sent.code if sent else None,
                     ) from exc
-                except PeerSilent as exc:
+                except asyncio.CancelledError as exc:
+                    silent = watch.silent(exc)
+                    if silent is None:
+                        raise
                     # recv() ends only once the TCP connection is gone: a server that closed
                     # with a code and holds the socket has said why, silent or not.
                     rcvd = self._connection.protocol.close_rcvd
                     if rcvd is None:
-                        raise
+                        raise silent from exc
                     raise close_error(rcvd.code, rcvd.reason) from exc
+                finally:
+                    watch.waiting = False
                 yield decode_sample(message)
         except GeneratorExit:
             raise  # closed by the caller, who is done: nothing broke
@@ -487,8 +497,8 @@ async def connect(
         raise ServerUnavailable(f"no answer to the handshake at {url} within {limit:g} s") from exc
     except OSError as exc:
         raise unreachable(f"no WebSocket server at {url}", exc) from exc
-    deadline = ReadDeadline(settings.dead_after_s)
-    samples = _Samples(conn, deadline)
+    watch = ReadWatchdog(settings.dead_after_s)
+    samples = _Samples(conn, watch)
     try:
         yield samples
     except BaseException:
@@ -496,7 +506,7 @@ async def connect(
         raise
     finally:
         await samples.aclose()
-        deadline.close()
+        watch.close()
         await _leave(conn, broken=samples.broken)
 
 
