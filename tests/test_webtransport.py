@@ -9,6 +9,8 @@ hole through the UDP relay.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from experiments.faults.quic_peers import (
     handshake_ok,
 )
 from experiments.faults.udp_relay import NotApplicable, UdpFaultProxy
+from experiments.network import NetworkPath, missing_requirements
+from experiments.run.processes import ServerProcess, udp_port_bound
+from experiments.run.profiles import EXPERIMENT_SETTINGS
 from model.errors import (
     CertificateInvalid,
     FrameTooLarge,
@@ -324,3 +329,40 @@ async def test_the_relay_says_a_reset_is_not_applicable() -> None:
     relay = UdpFaultProxy(HOST, 9)
     with pytest.raises(NotApplicable, match="skipped: not applicable: UDP"):
         relay.reset_peer()
+
+
+# -- on an emulated network path -------------------------------------------------------------
+
+
+def test_a_bound_udp_port_is_seen_in_the_process_tables() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert udp_port_bound(os.getpid(), port)
+    assert not udp_port_bound(os.getpid(), port)
+
+
+@pytest.mark.network
+@pytest.mark.skipif(
+    bool(missing_requirements()),
+    reason="network paths need " + "; ".join(missing_requirements()),
+)
+@pytest.mark.timeout(90)
+async def test_a_server_in_its_namespace_is_found_ready() -> None:
+    """The readiness probe of a UDP server on an emulated path: its socket is in the server's
+    namespace, which this process's socket tables (and psutil's) do not show."""
+    async with NetworkPath("lan") as path:
+        ns = path.client_ns[0]
+        server = ServerProcess(
+            "webtransport",
+            rate_hz=10.0,
+            settings=EXPERIMENT_SETTINGS,
+            host=path.server_addr,
+            exec_prefix=path.exec_prefix(path.server_ns),
+            connect=lambda host, port: path.open_connection(ns, host, port),
+        )
+        await server.start()
+        try:
+            assert udp_port_bound(server.pid, server.port)
+        finally:
+            await server.stop()

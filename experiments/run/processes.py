@@ -67,6 +67,7 @@ __all__ = [
     "settle_teardowns",
     "starting_up",
     "tail",
+    "udp_port_bound",
 ]
 
 #: Opens a TCP connection to (host, port): ``asyncio.open_connection`` or one from inside a
@@ -169,6 +170,22 @@ class Placement:
 
 LOOPBACK = Placement()
 
+
+
+def udp_port_bound(pid: int, port: int) -> bool:
+    """Whether a UDP socket is bound to ``port`` in the network namespace of process ``pid``:
+    ``/proc/PID/net/udp`` and ``udp6`` are that namespace's tables (``/proc/net`` is this
+    process's own, and so are psutil's connection lists)."""
+    suffix = f":{port:04X}"
+    for table in ("udp", "udp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as rows:
+                next(rows, None)  # the header
+                if any(row.split()[1].endswith(suffix) for row in rows if row.strip()):
+                    return True
+        except OSError:  # no such process, or no IPv6
+            continue
+    return False
 
 class ServerProcess:
     """One transport server started through ``python -m transports serve``."""
@@ -357,12 +374,10 @@ class ServerProcess:
             return
 
     def _bound_udp(self, proc: asyncio.subprocess.Process) -> bool:
-        """Whether the server process holds a UDP socket bound to its announced port."""
-        try:
-            sockets = psutil.Process(proc.pid).net_connections(kind="udp")
-        except psutil.Error:
-            return False
-        return any(s.laddr and s.laddr.port == self.port for s in sockets)
+        """Whether a UDP socket is bound to the announced port in the server's network
+        namespace: its ``/proc/PID/net/udp`` tables (psutil reads this process's namespace's,
+        where a server on an emulated path has no socket)."""
+        return udp_port_bound(proc.pid, self.port)
 
     def _limit_files(self) -> None:
         # In the child, before exec: soft and hard, so ``serve`` cannot raise it again.
