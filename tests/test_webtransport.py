@@ -200,6 +200,15 @@ async def _reading(
             yield server.port, rx
 
 
+async def test_the_throwaway_certificate_covers_the_address_served_on() -> None:
+    # 127.0.0.2 is this machine's (all of 127/8 is loopback) but not one of the defaults.
+    async with (
+        running_server(WEBTRANSPORT, FAST, rate_hz=1_000, host="127.0.0.2") as server,
+        Receiver(WEBTRANSPORT, server.port, server.source, FAST, host="127.0.0.2") as rx,
+    ):
+        await rx.receive(20)
+
+
 def _unharmed(rx: Receiver) -> None:
     counts = rx.ledger.counts()
     assert (counts.lost, counts.duplicated, counts.corrupted) == (0, 0, 0)

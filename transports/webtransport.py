@@ -88,7 +88,7 @@ from model.errors import (
     TooManyConnections,
 )
 from model.sample import Sample
-from transports.certs import certificate_sha256, local_authority, local_ca_file
+from transports.certs import DEFAULT_HOSTS, certificate_sha256, local_authority, local_ca_file
 from transports.contract import Features, Transport
 from transports.deadline import ReadDeadline
 from transports.hub import Hub, Subscription
@@ -283,7 +283,7 @@ class WebTransportServer:
                 self.certificate_sha256 = certificate_sha256(certificate)
             return configuration
         authority = local_authority()
-        issued = authority.issue()
+        issued = authority.issue(_certificate_hosts(self.host))
         configuration.certificate = issued.certificate
         configuration.private_key = issued.private_key
         self.certificate_sha256 = issued.sha256
@@ -313,6 +313,14 @@ class WebTransportServer:
 
     def _refused_full(self) -> TooManyConnections:
         return TooManyConnections(f"connection limit {self.settings.max_connections} reached")
+
+
+def _certificate_hosts(host: str) -> tuple[str, ...]:
+    """The names a throwaway certificate covers: this machine's loopback names, and the
+    address served on when it is a particular one (an emulated path's, a LAN address)."""
+    if host in DEFAULT_HOSTS or host in ("", "0.0.0.0", "::"):
+        return DEFAULT_HOSTS
+    return (*DEFAULT_HOSTS, host)
 
 
 class _Listener(QuicServer):
