@@ -17,6 +17,7 @@ from experiments.faults.rounds import (
     now_ns,
     target_s,
 )
+from experiments.faults.udp_relay import require_tcp
 from experiments.faults.windows import FaultWindow
 from experiments.network import NetworkPath
 from experiments.results import Record, Results, Scalar
@@ -140,6 +141,8 @@ class BlackholeKernel(FaultScenario):
     headline = Blackhole.headline
 
     async def run(self, ctx: RunContext) -> list[Record]:
+        # Flow, the hole's end and both drops are read from the kernel's TCP socket tables.
+        require_tcp(ctx.transport, "the kernel's TCP tables, read here, hold no QUIC session")
         k = self.knobs[ctx.profile.name]
         settings = ctx.effective_settings
         target = target_s(settings)

@@ -16,6 +16,7 @@ from experiments.faults.rounds import (
     keepalive_params,
     now_ns,
 )
+from experiments.faults.udp_relay import require_tcp
 from experiments.faults.windows import FaultWindow
 from experiments.network import NetworkPath
 from experiments.results import Record, Results, Scalar
@@ -84,6 +85,8 @@ class LinkDown(FaultScenario):
         return f"down {down:g} s" if isinstance(down, int | float) else ""
 
     async def run(self, ctx: RunContext) -> list[Record]:
+        # Flow, the hole's end and both drops are read from the kernel's TCP socket tables.
+        require_tcp(ctx.transport, "the kernel's TCP tables, read here, hold no QUIC session")
         k = self.knobs[ctx.profile.name]
         records: list[Record] = []
         async with kernel_path(ctx, 1) as kctx:
