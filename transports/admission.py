@@ -2,8 +2,8 @@
 
 ``asyncio.Semaphore`` would do, but on Python 3.11 its ``acquire`` scans every waiter
 (``locked()``), so thousands of clients waiting for their turn cost time quadratic in their
-number: 9,000 clients behind a limit of 128 took 42.7 s to connect here, against 7.1 s with
-no limit. Tokens in an ``asyncio.Queue`` wake the next waiter in O(1), and a waiter
+number: 9,000 clients behind a limit of 128 took 42.7 s to connect here (9.0 s with this one,
+7.1 s with no limit). Tokens in an ``asyncio.Queue`` wake the next waiter in O(1), and a waiter
 cancelled after it was woken passes its turn on (the queue's own ``get`` does).
 """
 
