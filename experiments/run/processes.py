@@ -171,7 +171,6 @@ class Placement:
 LOOPBACK = Placement()
 
 
-
 def udp_port_bound(pid: int, port: int) -> bool:
     """Whether a UDP socket is bound to ``port`` in the network namespace of process ``pid``:
     ``/proc/PID/net/udp`` and ``udp6`` are that namespace's tables (``/proc/net`` is this
@@ -186,6 +185,7 @@ def udp_port_bound(pid: int, port: int) -> bool:
         except OSError:  # no such process, or no IPv6
             continue
     return False
+
 
 class ServerProcess:
     """One transport server started through ``python -m transports serve``."""
