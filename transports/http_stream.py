@@ -336,15 +336,10 @@ async def connect(
                 )
                 await _check(response)
         samples = BatchedSampleStream(_batches(response, settings))
-        stack.push_async_callback(_close, samples)
+        # Running in another task, its generators cannot be closed from here (aclose passes
+        # over that): the response is closed right after, which ends the read they wait in.
+        stack.push_async_callback(samples.aclose)
         yield samples
-
-
-async def _close(samples: BatchedSampleStream) -> None:
-    # RuntimeError: the generator is running in another task and cannot be closed from here;
-    # the response is closed right after, which ends the read it is waiting in.
-    with contextlib.suppress(RuntimeError):
-        await samples.aclose()
 
 
 HTTP_STREAM = Transport(
