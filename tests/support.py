@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from experiments.network import NetworkPath
+import pytest
+
+from experiments.network import NetworkPath, missing_requirements
 from experiments.results import Environment
 from experiments.run.processes import ServerProcess
 from experiments.run.profiles import EXPERIMENT_SETTINGS
@@ -54,6 +56,14 @@ EPOCH = "c0ffee"
 SOURCE = BernoulliSource(0.72, seed=3)
 
 S = TypeVar("S", bound=Server)
+
+
+#: For a test that builds emulated network paths: skipped, saying what is missing (root,
+#: nftables, ...), on a machine that cannot.
+NEEDS_NETWORK_PATHS = pytest.mark.skipif(
+    bool(missing_requirements()),
+    reason="network paths need " + "; ".join(missing_requirements()),
+)
 
 
 def make_samples(first: int, stop: int, epoch: str = EPOCH) -> list[Sample]:

@@ -33,12 +33,12 @@ from experiments.clock_offset import (
     summarise,
 )
 from experiments.histogram import merge, summarize
-from experiments.network import NetworkPath, missing_requirements
+from experiments.network import NetworkPath
 from experiments.run.processes import ServerProcess, settle_teardowns
 from experiments.run.profiles import EXPERIMENT_SETTINGS
 from experiments.worker.process import ClientProcess
 from experiments.worker.schema import ClientGroup, ClientJob, WorkerResult, decode_line, encode
-from tests.support import clocked_tcp_server_on
+from tests.support import NEEDS_NETWORK_PATHS, clocked_tcp_server_on
 from transports.announce import Announcement, Ready, parse_announcement
 from transports.clock_endpoint import (
     REPLY_SIZE,
@@ -418,10 +418,7 @@ async def test_a_worker_reads_latencies_on_the_servers_clock() -> None:
 
 
 @pytest.mark.network
-@pytest.mark.skipif(
-    bool(missing_requirements()),
-    reason="network paths need " + "; ".join(missing_requirements()),
-)
+@NEEDS_NETWORK_PATHS
 @pytest.mark.timeout(60)
 async def test_across_an_emulated_wan_the_estimate_holds_within_its_wider_bound() -> None:
     """The server in its namespace, the probes from a client's (a socket made there): over

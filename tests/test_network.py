@@ -32,7 +32,6 @@ from experiments.network import (
     UnknownProfile,
     get_profile,
     measure,
-    missing_requirements,
     namespaces,
     nftables,
     parse_profiles,
@@ -45,15 +44,11 @@ from experiments.network.measurement import DEFAULT_LOSS_PROBES
 from experiments.network.profiles import Profile
 from experiments.network.properties import Measured, PathProperties, judge
 from experiments.network.shaping import peak_packet_rate, tbf_parameters
+from tests.support import NEEDS_NETWORK_PATHS
 
 #: Heavy on CPU or timing-sensitive: under ``pytest -n 2`` these run one after another on one
 #: worker (``--dist loadgroup``), never two at once.
 pytestmark = pytest.mark.xdist_group("cpu-heavy")
-
-NEEDS_KERNEL = pytest.mark.skipif(
-    bool(missing_requirements()),
-    reason="network paths need " + "; ".join(missing_requirements()),
-)
 
 
 # -- pure: profiles, layout, delay queue, rules, judging ----------------------------------
@@ -308,7 +303,7 @@ def _failed_checks(properties: PathProperties) -> list[str]:
 @pytest.mark.parametrize("name", ["lan", "wan", "mobile", "lossy"])
 @pytest.mark.timeout(90)
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_path_properties_within_tolerance(name: str) -> None:
     profile = get_profile(name)
     async with NetworkPath(profile) as path:
@@ -337,7 +332,7 @@ async def test_path_properties_within_tolerance(name: str) -> None:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_teardown_after_success_leaves_nothing() -> None:
     forgotten: subprocess.Popen[bytes] | None = None
     try:
@@ -356,7 +351,7 @@ async def test_teardown_after_success_leaves_nothing() -> None:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_teardown_after_an_exception_leaves_nothing() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         async with NetworkPath("mobile") as path:
@@ -366,7 +361,7 @@ async def test_teardown_after_an_exception_leaves_nothing() -> None:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 @pytest.mark.timeout(60)
 async def test_teardown_after_sigint_in_the_middle() -> None:
     proc = subprocess.Popen(
@@ -419,7 +414,7 @@ asyncio.run(main())
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_a_killed_runs_leftovers_are_cleaned_at_the_next_start() -> None:
     run_id = "k" + os.urandom(3).hex()
     proc = subprocess.Popen(
@@ -453,7 +448,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 def test_cli_unknown_profile_is_exit_2_in_one_line() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "experiments.network", "check", "wan,nosuch"],
@@ -490,7 +485,7 @@ async def _arrives(sender: socket.socket, receiver: socket.socket, wait_s: float
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_blackhole_drops_both_ways_and_heal_restores() -> None:
     async with NetworkPath("lan", clients=2) as path:
         server0, client0 = await _udp_pair(path, 0)
@@ -508,7 +503,7 @@ async def test_blackhole_drops_both_ways_and_heal_restores() -> None:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_link_down_cuts_and_link_up_restores() -> None:
     async with NetworkPath("lan") as path:
         server, client = await _udp_pair(path, 0)
@@ -520,7 +515,7 @@ async def test_link_down_cuts_and_link_up_restores() -> None:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_reset_resets_both_ends_of_a_live_connection() -> None:
     async with NetworkPath("lan") as path:
         listener = path.socket(path.server_ns)
@@ -555,7 +550,7 @@ async def test_reset_resets_both_ends_of_a_live_connection() -> None:
 
 
 @pytest.mark.network
-@NEEDS_KERNEL
+@NEEDS_NETWORK_PATHS
 async def test_leftover_that_cannot_be_removed_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(name: str) -> None:
         raise PathError(f"cannot remove network namespace {name}: busy")

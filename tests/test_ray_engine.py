@@ -19,7 +19,7 @@ import pytest
 
 from experiments.clock_offset import ClockOffset
 from experiments.histogram import encode_latencies, merge, summarize
-from experiments.network import NetworkPath, missing_requirements
+from experiments.network import NetworkPath
 from experiments.ray_engine.address import BadAddress, parse_address
 from experiments.ray_engine.dimension import engine_not_applicable
 from experiments.ray_engine.merge import merge_ready, merge_results, merge_window
@@ -46,7 +46,7 @@ from experiments.worker.schema import (
     WorkerResult,
 )
 from model.ledger import DeliveryCounts, PosteriorError
-from tests.support import clocked_tcp_server_on
+from tests.support import NEEDS_NETWORK_PATHS, clocked_tcp_server_on
 from transports.settings import Settings
 
 # Real Ray clusters are CPU-heavy for a while: one at a time under ``pytest -n 2``.
@@ -434,10 +434,7 @@ async def test_a_cancelled_run_leaves_no_ray_process_behind() -> None:
 
 @NEEDS_RAY
 @pytest.mark.network
-@pytest.mark.skipif(
-    bool(missing_requirements()),
-    reason="network paths need " + "; ".join(missing_requirements()),
-)
+@NEEDS_NETWORK_PATHS
 @pytest.mark.timeout(180)
 async def test_actors_on_two_simulated_hosts_reach_the_server_across_the_path() -> None:
     from experiments.ray_engine.clients import ray_clients

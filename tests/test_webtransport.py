@@ -25,7 +25,7 @@ from experiments.faults.quic_peers import (
     handshake_ok,
 )
 from experiments.faults.udp_relay import NotApplicable, UdpFaultProxy
-from experiments.network import NetworkPath, missing_requirements
+from experiments.network import NetworkPath
 from experiments.run.processes import ServerProcess, udp_port_bound
 from experiments.run.profiles import EXPERIMENT_SETTINGS
 from model.errors import (
@@ -34,7 +34,7 @@ from model.errors import (
     NotThisProtocol,
     ServerRefused,
 )
-from tests.support import FAST, Receiver, running_server, wait_until
+from tests.support import FAST, NEEDS_NETWORK_PATHS, Receiver, running_server, wait_until
 from transports.certs import authority_certificate
 from transports.client import Connected, Disconnected
 from transports.failures import failure_kind
@@ -352,10 +352,7 @@ def test_a_bound_udp_port_is_seen_in_the_process_tables() -> None:
 
 
 @pytest.mark.network
-@pytest.mark.skipif(
-    bool(missing_requirements()),
-    reason="network paths need " + "; ".join(missing_requirements()),
-)
+@NEEDS_NETWORK_PATHS
 @pytest.mark.timeout(90)
 async def test_a_server_in_its_namespace_is_found_ready() -> None:
     """The readiness probe of a UDP server on an emulated path: its socket is in the server's
